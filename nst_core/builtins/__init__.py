@@ -1,0 +1,1 @@
+"""Built-in plug-ins, registered exactly like third-party ones (see nst_core.plugins.BUILTIN_PLUGINS)."""

@@ -1,0 +1,203 @@
+"""Run configuration: frozen, keyword-only dataclasses validated on construction.
+
+Bad values fail here with the field named, before any weights load or pixels move.
+No torch import: front-ends build these cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+import math
+from types import MappingProxyType
+from typing import Any, Literal
+
+from nst_core.errors import ConfigError
+
+Optimizer = Literal["lbfgs", "adam"]
+Init = Literal["content", "noise", "gray", "image"]
+Pooling = Literal["max", "avg"]
+
+DEFAULT_STYLE_WEIGHT = 1.0
+DEFAULT_TV_WEIGHT = 0.0
+
+
+def _check_number(owner: str, name: str, value: Any, *, minimum: float | None = 0.0,
+                  strict: bool = False, maximum: float | None = None, integer: bool = False) -> None:
+    where = f"{owner}.{name}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if integer and not float(value).is_integer():
+        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ConfigError(f"{where} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{where} must be <= {maximum:g}, got {value!r}")
+
+
+def _check_name(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{owner}.{name} must be a non-empty name, got {value!r}")
+
+
+def _check_layers(owner: str, name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    layers = tuple(value)
+    if not layers or not all(isinstance(layer, str) and layer for layer in layers):
+        raise ConfigError(f"{owner}.{name} must be a non-empty list of layer names, got {value!r}")
+    return layers
+
+
+def _check_layer_weights(owner: str, value: Any) -> Mapping[str, float] | None:
+    if value is None:
+        return None
+    weights = dict(value)
+    for layer, weight in weights.items():
+        _check_number(owner, f"layer_weights[{layer!r}]", weight)
+    if not weights or sum(weights.values()) <= 0:
+        raise ConfigError(f"{owner}.layer_weights must have at least one positive weight")
+    return MappingProxyType(weights)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossSpec:
+    """One term of the objective J(G) = Σ weight · term.
+
+    :param name: registered loss term ("content", "gram", "tv", or a plug-in's name).
+    :param weight: the term's factor (α for content, β for style), >= 0.
+    :param layers: backbone layers the term reads; ``None``: the backbone's default for the
+        term's role (content or style layers).
+    :param schedule: layer-weight schedule name for λ[l]; ``None``: "uniform" for content terms,
+        the config's ``layer_schedule`` for style terms.
+    :param layer_weights: explicit λ[l] per layer (overrides ``schedule``); normalised to sum 1.
+    :param params: keyword arguments for the term's factory.
+    """
+
+    name: str
+    weight: float = 1.0
+    layers: tuple[str, ...] | None = None
+    schedule: str | None = None
+    layer_weights: Mapping[str, float] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name("LossSpec", "name", self.name)
+        _check_number(f"LossSpec({self.name})", "weight", self.weight)
+        object.__setattr__(self, "layers", _check_layers(f"LossSpec({self.name})", "layers", self.layers))
+        if self.schedule is not None:
+            _check_name(f"LossSpec({self.name})", "schedule", self.schedule)
+        object.__setattr__(self, "layer_weights", _check_layer_weights(f"LossSpec({self.name})", self.layer_weights))
+        if not isinstance(self.params, Mapping):
+            raise ConfigError(f"LossSpec({self.name}).params must be a mapping, got {self.params!r}")
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleConfig:
+    """Everything that decides a run. Defaults follow Gatys et al. and the peers' consensus.
+
+    Objective: J(G) = content_weight · J_content + style_weight · Σ_l λ[l] J_style[l]
+    (+ tv_weight · TV + Σ extra terms), see :mod:`nst_core.functional` for each term.
+
+    :param size: longest side of the output in pixels.
+    :param steps: optimiser steps at each scale (see ``scales``).
+    :param scales: number of coarse-to-fine scales; ``None``: as many as fit between
+        ``min_scale_size`` and ``size`` with ``scale_factor`` between them.
+    :param style_scale: the style image's longest side relative to the working size (1.0: same).
+    :param style_blend: one weight per style image (normalised to sum 1); ``None``: equal.
+    :param layer_schedule: λ[l] schedule of the style term ("inverse-channels" is Gatys' 1/C²).
+    :param losses: the full list of terms; ``None``: content + style + tv from the fields above
+        plus ``extra_losses``.
+    :param seed: random seed; ``None`` picks one, reported in the result.
+    """
+
+    backbone: str = "vgg19"
+    pooling: Pooling = "max"
+    content_layers: tuple[str, ...] | None = None
+    style_layers: tuple[str, ...] | None = None
+    content_weight: float = 1.0
+    style_weight: float = DEFAULT_STYLE_WEIGHT
+    tv_weight: float = DEFAULT_TV_WEIGHT
+    style_loss: str = "gram"
+    layer_schedule: str = "inverse-channels"
+    layer_weights: Mapping[str, float] | None = None
+    extra_losses: tuple[LossSpec, ...] = ()
+    losses: tuple[LossSpec, ...] | None = None
+    style_blend: tuple[float, ...] | None = None
+    size: int = 512
+    style_scale: float = 1.0
+    steps: int = 500
+    scales: int | None = None
+    scale_factor: float = 2.0
+    min_scale_size: int = 256
+    optimizer: Optimizer = "lbfgs"
+    learning_rate: float | None = None
+    init: Init = "content"
+    seed: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        own = "StyleConfig"
+        _check_name(own, "backbone", self.backbone)
+        if self.pooling not in ("max", "avg"):
+            raise ConfigError(f"{own}.pooling must be 'max' or 'avg', got {self.pooling!r}")
+        object.__setattr__(self, "content_layers", _check_layers(own, "content_layers", self.content_layers))
+        object.__setattr__(self, "style_layers", _check_layers(own, "style_layers", self.style_layers))
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _check_number(own, name, getattr(self, name))
+        _check_name(own, "style_loss", self.style_loss)
+        _check_name(own, "layer_schedule", self.layer_schedule)
+        object.__setattr__(self, "layer_weights", _check_layer_weights(own, self.layer_weights))
+        object.__setattr__(self, "extra_losses", tuple(self.extra_losses))
+        if self.losses is not None:
+            object.__setattr__(self, "losses", tuple(self.losses))
+            if not self.losses:
+                raise ConfigError(f"{own}.losses must not be empty (use None for the defaults)")
+        for spec in (*self.extra_losses, *(self.losses or ())):
+            if not isinstance(spec, LossSpec):
+                raise ConfigError(f"{own}.losses entries must be LossSpec, got {spec!r}")
+        if self.style_blend is not None:
+            blend = tuple(self.style_blend)
+            for i, weight in enumerate(blend):
+                _check_number(own, f"style_blend[{i}]", weight)
+            if not blend or sum(blend) <= 0:
+                raise ConfigError(f"{own}.style_blend needs at least one positive weight, got {blend!r}")
+            object.__setattr__(self, "style_blend", blend)
+        _check_number(own, "size", self.size, minimum=16, maximum=65536, integer=True)
+        _check_number(own, "style_scale", self.style_scale, minimum=0.05, maximum=8.0)
+        _check_number(own, "steps", self.steps, minimum=1, maximum=1_000_000, integer=True)
+        if self.scales is not None:
+            _check_number(own, "scales", self.scales, minimum=1, maximum=16, integer=True)
+        _check_number(own, "scale_factor", self.scale_factor, minimum=1.0, strict=True, maximum=4.0)
+        _check_number(own, "min_scale_size", self.min_scale_size, minimum=16, integer=True)
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ConfigError(f"{own}.optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if self.learning_rate is not None:
+            _check_number(own, "learning_rate", self.learning_rate, minimum=0.0, strict=True, maximum=1e6)
+        if self.init not in ("content", "noise", "gray", "image"):
+            raise ConfigError(f"{own}.init must be content, noise, gray or image, got {self.init!r}")
+        if self.seed is not None:
+            _check_number(own, "seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)
+        _check_name(own, "device", self.device)
+
+    def loss_specs(self) -> tuple[LossSpec, ...]:
+        """The terms of J(G): ``losses`` if given, else content + style (+ tv) + ``extra_losses``."""
+        if self.losses is not None:
+            return self.losses
+        specs = [
+            LossSpec(name="content", weight=self.content_weight, layers=self.content_layers),
+            LossSpec(name=self.style_loss, weight=self.style_weight, layers=self.style_layers,
+                     schedule=self.layer_schedule, layer_weights=self.layer_weights),
+        ]
+        if self.tv_weight > 0:
+            specs.append(LossSpec(name="tv", weight=self.tv_weight))
+        return (*specs, *self.extra_losses)
+
+    def replace(self, **changes: Any) -> StyleConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)

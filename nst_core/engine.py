@@ -1,0 +1,437 @@
+"""The optimisation loop: bind targets once per scale, then step the pixels of G.
+
+``stylize`` minimises J(G) = Σ_terms weight · term(G) over the pixels of G (Gatys et al. 2015),
+coarse to fine: each scale starts from the previous result, upsampled. It never prints, never
+exits and never reads argv: progress and cancellation are the ``on_progress`` and
+``should_stop`` arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+import math
+import os
+import secrets
+import time
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from nst_core.config import LossSpec, StyleConfig
+from nst_core.device import resolve_device
+from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
+from nst_core.optim import PixelLBFGS
+from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, to_pil
+from nst_core.progress import Progress
+from nst_core.registry import Entry, Registries, collect_registries
+from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, Targets, no_grad_features
+
+MIN_WORKING_SIDE = 32
+"""The shortest side the network works at: VGG's relu5_1 sees 1/16 of it (2 px here)."""
+
+LBFGS_HISTORY_BYTES = 1 << 30
+"""Memory allowed for L-BFGS's history of (s, y) pairs; fewer pairs are kept for big images."""
+
+MAX_RECOVERIES = 3
+"""Times per scale a non-finite loss sends the run back to its best image before it gives up."""
+
+Status = Literal["finished", "stopped", "non-finite"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StyleResult:
+    """What a run produced.
+
+    ``image`` is ``(1, 3, H, W)`` float32 RGB in [0, 1] on the CPU with the longest side
+    ``config.size``; ``alpha`` is the content's alpha resized to it (or ``None``). ``status`` is
+    ``"finished"``, ``"stopped"`` (``should_stop`` returned True: ``image`` is the best so far) or
+    ``"non-finite"`` (the loss became NaN/inf: ``image`` is the last finite iterate).
+    ``loss`` and ``terms`` are J(G) and its weighted parts for ``image`` at the last scale.
+    """
+
+    image: Tensor
+    alpha: Tensor | None
+    seed: int
+    status: Status
+    message: str
+    steps: int
+    total_steps: int
+    loss: float
+    terms: dict[str, float]
+    elapsed: float
+    device: str
+    sizes: tuple[tuple[int, int], ...]
+    config: StyleConfig
+    notes: tuple[str, ...] = ()
+
+    def to_pil(self):
+        """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
+        return to_pil(self.image, self.alpha)
+
+    def save(self, path: str | os.PathLike, **options: Any):
+        """Write the image atomically; the format follows the extension (see :func:`save_image`)."""
+        return save_image(self.image, path, alpha=self.alpha, **options)
+
+
+@dataclass
+class _BoundTerm:
+    name: str
+    label: str  # "plug-in 'x' (dist 1.0)" for messages
+    weight: float
+    layers: tuple[str, ...]
+    schedule: LayerSchedule | None
+    fixed_weights: dict[str, float] | None
+    loss: BoundLoss | None = None
+    term: LossTerm | None = None
+
+    def layer_weights(self, layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
+        if self.fixed_weights is not None:
+            return self.fixed_weights
+        return self.schedule(layers, channels, progress)
+
+
+@dataclass
+class _Plan:
+    config: StyleConfig
+    backbone: Backbone
+    terms: list[_BoundTerm]
+    layers: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+def scale_sizes(size: int, scales: int | None, factor: float, min_size: int) -> list[int]:
+    """Longest sides of the coarse-to-fine scales, ending at ``size``.
+
+    ``scales=None`` adds a coarser scale (``size / factor^k``) while it stays >= ``min_size``.
+    """
+    if scales is None:
+        scales = 1
+        while size / factor ** scales >= min_size - 1e-9:
+            scales += 1
+    return [max(16, round(size / factor ** k)) for k in reversed(range(scales))]
+
+
+def working_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(h, w)`` for longest side ``size``, enlarged if needed so the shortest side is >= 32."""
+    h, w = fit_longest_side(height, width, size)
+    if min(h, w) < MIN_WORKING_SIDE:
+        grow = MIN_WORKING_SIDE / min(h, w)
+        h, w = max(MIN_WORKING_SIDE, round(h * grow)), max(MIN_WORKING_SIDE, round(w * grow))
+    return h, w
+
+
+def _as_sources(styles: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:
+    if isinstance(styles, (list, tuple)):
+        if not styles:
+            raise ConfigError("at least one style image is needed")
+        return list(styles)
+    return [styles]
+
+
+def _plugin_label(entry: Entry) -> str:
+    return f"plug-in {entry.plugin!r} ({entry.distribution})"
+
+
+def plan_run(config: StyleConfig, registries: Registries) -> _Plan:
+    """Resolve every name in ``config`` (backbone, terms, schedules, layers) and build the backbone.
+
+    Raises :class:`UnknownNameError` / :class:`ConfigError` before any pixel is touched.
+    """
+    backbone_entry = registries.backbones.entry(config.backbone)
+    try:
+        backbone = backbone_entry.obj(pooling=config.pooling)
+    except NSTError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"backbone {config.backbone!r} from {_plugin_label(backbone_entry)} failed to "
+                          f"load: {type(exc).__name__}: {exc}") from exc
+    terms: list[_BoundTerm] = []
+    for spec in config.loss_specs():
+        terms.append(_resolve_term(spec, config, registries, backbone))
+    names = [t.name for t in terms]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"loss term(s) {', '.join(sorted(duplicates))} appear twice; give each once")
+    layers = tuple(dict.fromkeys(layer for t in terms for layer in t.layers))
+    if layers:
+        backbone = backbone.truncated(layers)
+    return _Plan(config, backbone, terms, layers)
+
+
+def _resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, backbone: Backbone) -> _BoundTerm:
+    entry = registries.loss_terms.entry(spec.name)
+    try:
+        term = entry.obj(**spec.params)
+    except TypeError as exc:
+        raise ConfigError(f"loss term {spec.name!r} does not accept parameters {dict(spec.params)}: {exc}") from None
+    except NSTError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"loss term {spec.name!r} from {_plugin_label(entry)} failed to start: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    role = getattr(term, "role", None)
+    if role not in ("content", "style", "image"):
+        raise PluginError(f"loss term {spec.name!r} from {_plugin_label(entry)} has role {role!r}; "
+                          f"expected 'content', 'style' or 'image'")
+    if role == "image":
+        layers: tuple[str, ...] = ()
+    elif spec.layers is not None:
+        layers = spec.layers
+    elif spec.layer_weights is not None:
+        layers = tuple(spec.layer_weights)
+    else:
+        layers = backbone.default_content_layers if role == "content" else backbone.default_style_layers
+    for layer in layers:
+        if layer not in backbone.channels:
+            raise UnknownNameError(f"layer of backbone {config.backbone!r}", layer, backbone.layer_names)
+    fixed = schedule = None
+    if spec.layer_weights is not None:
+        missing = [layer for layer in layers if layer not in spec.layer_weights]
+        if missing:
+            raise ConfigError(f"loss term {spec.name!r}: no layer weight given for {', '.join(missing)}")
+        total = sum(spec.layer_weights[layer] for layer in layers)
+        if total <= 0:
+            raise ConfigError(f"loss term {spec.name!r}: the layer weights must not all be 0")
+        fixed = {layer: spec.layer_weights[layer] / total for layer in layers}
+    elif layers:
+        schedule_name = spec.schedule or "uniform"
+        schedule = registries.schedules.get(schedule_name)
+        if not schedule.varies:
+            fixed = schedule(layers, backbone.channels, 0.0)
+    return _BoundTerm(spec.name, _plugin_label(entry), spec.weight, layers, schedule, fixed, term=term)
+
+
+def _lbfgs_history(pixels: int) -> int:
+    return int(min(100, max(5, LBFGS_HISTORY_BYTES // (2 * 3 * 4 * pixels))))
+
+
+def _make_optimizer(config: StyleConfig, x: Tensor) -> PixelLBFGS | torch.optim.Adam:
+    if config.optimizer == "lbfgs":
+        return PixelLBFGS(x, lr=config.learning_rate or 1.0, history=_lbfgs_history(x.shape[-1] * x.shape[-2]))
+    return torch.optim.Adam([x], lr=config.learning_rate or 0.02)
+
+
+def _initial_image(config: StyleConfig, content: Tensor, init_image: Tensor | None,
+                   generator: torch.Generator) -> Tensor:
+    if config.init == "content":
+        return content.clone()
+    if config.init == "gray":
+        return torch.full_like(content, 0.5)
+    if config.init == "noise":
+        noise = torch.rand(content.shape, generator=generator, dtype=torch.float32)
+        return noise.to(content.device)
+    if init_image is None:
+        raise ConfigError("init='image' needs an init_image")
+    return resize(init_image.to(content.device), *content.shape[-2:])
+
+
+def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
+            *, registries: Registries | None = None, init_image: ImageSource | None = None,
+            on_progress: Callable[[Progress], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, **overrides: Any) -> StyleResult:
+    """Stylise ``content`` with one or more ``styles`` by optimising the pixels of G.
+
+    :param content: path, PIL image, ``(1, 3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` array.
+    :param styles: one such image or a list of them (blended by ``config.style_blend``).
+    :param config: the run's settings; ``overrides`` change fields of it (``size=256, steps=100``).
+    :param registries: plug-in registries to use (default: collected from installed plug-ins).
+    :param init_image: the starting image when ``config.init == "image"``.
+    :param on_progress: called after every step with a :class:`Progress`.
+    :param should_stop: checked before every step; when it returns True the run ends and the
+        result holds the best image so far (``status="stopped"``).
+    :returns: a :class:`StyleResult`; its ``image`` is ``(1, 3, H, W)`` in [0, 1] on the CPU.
+    """
+    started = time.perf_counter()
+    config = config or StyleConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    registries = registries or collect_registries()
+    device = resolve_device(config.device)
+    plan = plan_run(config, registries)
+
+    content_img = read_image(content)
+    style_imgs = [read_image(s) for s in _as_sources(styles)]
+    blend = config.style_blend or tuple(1.0 for _ in style_imgs)
+    if len(blend) != len(style_imgs):
+        raise ConfigError(f"style_blend has {len(blend)} weight(s) but there are {len(style_imgs)} style image(s)")
+    blend = tuple(w / sum(blend) for w in blend)
+    init_tensor = read_image(init_image).rgb if init_image is not None else None
+    notes = [*content_img.notes, *(n for s in style_imgs for n in s.notes)]
+
+    seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+    generator = torch.Generator().manual_seed(seed)
+    backbone = plan.backbone.to(device)
+
+    height, width = content_img.rgb.shape[-2:]
+    out_h, out_w = fit_longest_side(height, width, config.size)
+    sizes = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
+    shapes = [working_shape(height, width, s) for s in sizes]
+    total_steps = config.steps * len(shapes)
+    step_count = 0
+    x_prev: Tensor | None = None
+    status: Status = "finished"
+    message = "finished"
+    last_values: list[float] = []
+
+    for scale_index, (h, w) in enumerate(shapes, start=1):
+        content_s = resize(content_img.rgb, h, w).to(device)
+        _bind_targets(plan, content_s, style_imgs, blend, config, (h, w), device)
+        if x_prev is None:
+            x0 = _initial_image(config, content_s, init_tensor, generator)
+        else:
+            x0 = resize(x_prev.clamp(0, 1), h, w)
+        outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
+                                  scale=(scale_index, len(shapes)), started=started,
+                                  on_progress=on_progress, should_stop=should_stop)
+        step_count = outcome.last_step
+        best_x, best_values = outcome.best_x, outcome.best_values
+        if outcome.status != "finished":
+            status, message, stopped = outcome.status, outcome.message, True
+        else:
+            stopped = False
+            if outcome.recoveries:
+                message = (f"finished; the loss became non-finite {outcome.recoveries} time(s) and the run "
+                           f"went back to the last finite image")
+        x_prev = best_x
+        last_values = best_values
+        for t in plan.terms:
+            t.loss = None
+        if stopped:
+            break
+
+    image = resize(x_prev.detach().to("cpu", torch.float32).clamp(0, 1), out_h, out_w)
+    alpha = None
+    if content_img.alpha is not None:
+        alpha = resize(content_img.alpha, out_h, out_w)
+    terms = {t.name: v for t, v in zip(plan.terms, last_values[1:-1])} if last_values else {}
+    return StyleResult(image=image, alpha=alpha, seed=seed, status=status, message=message, steps=step_count,
+                       total_steps=total_steps, loss=last_values[0] if last_values else math.nan, terms=terms,
+                       elapsed=time.perf_counter() - started, device=str(device),
+                       sizes=tuple((sw, sh) for sh, sw in shapes), config=config, notes=tuple(notes))
+
+
+@dataclass
+class _ScaleOutcome:
+    best_x: Tensor
+    best_values: list[float]
+    last_step: int
+    status: Status = "finished"
+    message: str = "finished"
+    recoveries: int = 0
+
+
+def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step: int, total_steps: int,
+                    scale: tuple[int, int], started: float, on_progress: Callable[[Progress], None] | None,
+                    should_stop: Callable[[], bool] | None) -> _ScaleOutcome:
+    """Run ``config.steps`` optimiser steps on one scale, starting from ``x0`` ``(1, 3, h, w)``.
+
+    One function evaluation per step; keeps the best iterate (lowest J). A non-finite loss or
+    gradient sends the run back to the best image with a fresh optimiser, at most
+    ``MAX_RECOVERIES`` times per scale; then the scale ends with status ``"non-finite"``.
+    L-BFGS iterates are not clamped to [0, 1] (clamping would corrupt its curvature pairs);
+    Adam's are. Every image handed on is clamped.
+    """
+    h, w = x0.shape[-2:]
+    x = x0.detach().clone().requires_grad_(True)
+    optimizer = _make_optimizer(config, x)
+    out = _ScaleOutcome(best_x=x.detach().clone(), best_values=[], last_step=first_step)
+    best_loss = math.inf
+
+    def evaluate(progress: float) -> tuple[Tensor, list[Tensor]]:
+        x.grad = None
+        total, parts = _objective(plan, x, progress)
+        total.backward()
+        return total, parts
+
+    for i in range(config.steps):
+        if should_stop is not None and should_stop():
+            out.status, out.message = "stopped", f"stopped at step {out.last_step} of {total_steps}"
+            return out
+        progress = i / max(config.steps - 1, 1)
+        total, parts = evaluate(progress)
+        grad_finite = torch.isfinite(x.grad).all().float()
+        values = torch.stack([total.detach(), *(p.detach() for p in parts), grad_finite]).tolist()
+        if not all(math.isfinite(v) for v in values) or values[-1] != 1.0:
+            if out.recoveries < MAX_RECOVERIES and out.best_values:
+                out.recoveries += 1
+                with torch.no_grad():
+                    x.copy_(out.best_x)
+                optimizer = _make_optimizer(config, x)
+                continue
+            out.status = "non-finite"
+            out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1}; kept the last "
+                           f"finite image. Lower the loss weights or the learning rate")
+            return out
+        if values[0] < best_loss:
+            best_loss, out.best_values = values[0], values
+            out.best_x = x.detach().clone()
+        out.last_step += 1
+        if on_progress is not None:
+            on_progress(Progress(step=out.last_step, total=total_steps, scale=scale[0], scales=scale[1],
+                                 size=(w, h), loss=values[0],
+                                 terms={t.name: v for t, v in zip(plan.terms, values[1:-1])},
+                                 elapsed=time.perf_counter() - started, image=x.detach()))
+        if isinstance(optimizer, PixelLBFGS):
+            optimizer.step(x.grad)
+        else:
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+    with torch.no_grad():
+        final_total, final_parts = _objective(plan, x, 1.0)
+        final = torch.stack([final_total, *final_parts]).tolist()
+    if all(math.isfinite(v) for v in final) and final[0] <= best_loss:
+        out.best_x, out.best_values = x.detach().clone(), final + [1.0]
+    return out
+
+
+def _bind_targets(plan: _Plan, content: Tensor, style_imgs: list[LoadedImage], blend: tuple[float, ...],
+                  config: StyleConfig, shape: tuple[int, int], device: torch.device) -> None:
+    """Compute the features of the content and style images at this scale (once) and bind every
+    term to them. Style images are resized so their longest side is ``style_scale`` times the
+    working size."""
+    h, w = shape
+    content_feats = no_grad_features(plan.backbone, content, plan.layers) if plan.layers else {}
+    style_tensors, style_feats = [], []
+    for style in style_imgs:
+        sh, sw = working_shape(*style.rgb.shape[-2:], max(16, round(max(h, w) * config.style_scale)))
+        s = resize(style.rgb, sh, sw).to(device)
+        style_tensors.append(s)
+        style_feats.append(no_grad_features(plan.backbone, s, plan.layers) if plan.layers else {})
+    for t in plan.terms:
+        targets = Targets(
+            layers=t.layers,
+            content={layer: content_feats[layer] for layer in t.layers},
+            styles=tuple({layer: feats[layer] for layer in t.layers} for feats in style_feats),
+            style_weights=blend,
+            content_image=content,
+            style_images=tuple(style_tensors),
+            channels={layer: plan.backbone.channels[layer] for layer in t.layers},
+        )
+        try:
+            t.loss = t.term.bind(targets)
+        except NSTError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"loss term {t.name!r} from {t.label} failed to bind its targets: "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Tensor]]:
+    """J(x) = Σ weight · term(x) and the weighted parts, from one backbone pass."""
+    features = plan.backbone(x, plan.layers) if plan.layers else {}
+    parts = []
+    for t in plan.terms:
+        weights = t.layer_weights(t.layers, plan.backbone.channels, progress)
+        try:
+            value = t.loss(x, features, weights)
+        except NSTError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"loss term {t.name!r} from {t.label} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(value, Tensor):
+            value = torch.as_tensor(float(value), device=x.device)
+        parts.append(t.weight * value)
+    return torch.stack(parts).sum() if parts else x.sum() * 0, parts

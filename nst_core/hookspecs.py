@@ -1,0 +1,57 @@
+"""Hook specifications of nst_core plug-ins.
+
+A plug-in is a module with functions decorated by ``nst_core.hookimpl``. A third-party package
+exposes one with ``[project.entry-points.nst_core] name = "package.module"`` in its pyproject.
+Every ``nst_register_*`` hook receives a ``register`` callable and all implementations run; the
+registry refuses a name that is already taken and names both plug-ins. Keep imports at the top
+of a plug-in module light: load weights inside factories, not at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nst_core._markers import hookspec
+
+if TYPE_CHECKING:
+    from nst_core.registry import Register
+
+__all__ = ["nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules"]
+
+
+@hookspec
+def nst_register_backbones(register: Register) -> None:
+    """Register feature-extractor backbones.
+
+    Call ``register(name, factory, description="...")`` once per backbone. ``factory(pooling=
+    "max")`` returns an :class:`nst_core.types.Backbone`: an ``nn.Module`` whose
+    ``forward(image, layers)`` takes ``(N, 3, H, W)`` float RGB in [0, 1] and returns
+    ``{layer_name: (N, C, h, w)}``. The factory is called only when a run uses the backbone, so it
+    may load weights (and should cache them per process).
+
+    :param register: adds one backbone; raises on a name that is already registered.
+    """
+
+
+@hookspec
+def nst_register_loss_terms(register: Register) -> None:
+    """Register loss terms.
+
+    Call ``register(name, factory, description="...")``. ``factory(**params)`` receives the
+    ``params`` of the user's ``LossSpec`` and returns an :class:`nst_core.types.LossTerm`, whose
+    ``bind(targets)`` returns ``loss(image, features, layer_weights) -> scalar tensor``.
+
+    :param register: adds one loss term; raises on a name that is already registered.
+    """
+
+
+@hookspec
+def nst_register_layer_schedules(register: Register) -> None:
+    """Register layer-weight schedules λ[l].
+
+    Call ``register(name, LayerSchedule(fn, varies=...), description="...")`` where
+    ``fn(layers, channels, progress) -> {layer: weight}`` and ``progress`` in [0, 1] is the
+    fraction of the current scale's steps done (``varies=True`` if the weights depend on it).
+
+    :param register: adds one schedule; raises on a name that is already registered.
+    """

@@ -1,0 +1,134 @@
+"""Registries of named plug-in objects, and the one place that calls the registration hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+import warnings
+
+from nst_core.errors import PluginError, PluginWarning, UnknownNameError
+
+if TYPE_CHECKING:
+    from nst_core.plugins import NSTPluginManager
+    from nst_core.types import LayerSchedule
+
+T = TypeVar("T")
+
+
+class Register(Protocol):
+    """The ``register`` callable handed to every ``nst_register_*`` hook."""
+
+    def __call__(self, name: str, obj: object, *, description: str = "") -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered object and where it came from (plug-in name and distribution)."""
+
+    name: str
+    obj: T
+    description: str
+    plugin: str
+    distribution: str  # "built-in" or "dist-name version"
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Named objects of one kind (``kind`` is used in messages: "backbone", "loss term" ...)."""
+
+    kind: str
+    _entries: dict[str, Entry[T]] = field(default_factory=dict)
+    broken_plugins: tuple[str, ...] = ()
+
+    def add(self, name: str, obj: T, *, description: str = "", plugin: str = "?",
+            distribution: str = "built-in") -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plug-in {plugin!r} ({distribution}) registered a {self.kind} "
+                              f"with an invalid name {name!r}")
+        if name in self._entries:
+            old = self._entries[name]
+            raise PluginError(
+                f"{self.kind} {name!r} from plug-in {plugin!r} ({distribution}) is already "
+                f"registered by plug-in {old.plugin!r} ({old.distribution}); the second one is "
+                f"ignored. Rename it, or disable one with NST_DISABLE_PLUGINS={plugin}")
+        self._entries[name] = Entry(name, obj, description, plugin, distribution)
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            hint = ""
+            if self.broken_plugins:
+                hint = "These plug-ins failed to load: " + "; ".join(self.broken_plugins)
+            raise UnknownNameError(self.kind, name, self._entries, hint) from None
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries.values())
+
+
+@dataclass
+class Registries:
+    """Everything the installed plug-ins provide, collected once; pass it to repeated runs."""
+
+    backbones: Registry[Callable[..., object]]
+    loss_terms: Registry[Callable[..., object]]
+    schedules: Registry[LayerSchedule]
+    problems: list[str] = field(default_factory=list)
+    """One line per plug-in that failed (import, duplicate name, hook raising)."""
+
+
+def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
+    """Call every registration hook of ``pm`` (default: a fresh plug-in manager).
+
+    Each implementation is called on its own so a failure names its plug-in and distribution;
+    a failing plug-in is reported as a :class:`PluginWarning` and skipped, the others still work.
+    Built-ins are called first, so a third-party name clash never replaces a built-in.
+    """
+    if pm is None:
+        from nst_core.plugins import get_plugin_manager
+
+        pm = get_plugin_manager()
+    problems = list(pm.load_failures)
+    regs = Registries(Registry("backbone"), Registry("loss term"), Registry("layer schedule"), problems)
+    hooks = (
+        (pm.hook.nst_register_backbones, regs.backbones),
+        (pm.hook.nst_register_loss_terms, regs.loss_terms),
+        (pm.hook.nst_register_layer_schedules, regs.schedules),
+    )
+    for hook, registry in hooks:
+        impls = sorted(hook.get_hookimpls(), key=lambda i: (not pm.is_builtin(i.plugin_name), i.plugin_name))
+        for impl in impls:
+            plugin, dist = impl.plugin_name, pm.distribution_of(impl.plugin_name)
+
+            def register(name: str, obj: object, *, description: str = "",
+                         _registry: Registry = registry, _plugin: str = plugin, _dist: str = dist) -> None:
+                try:
+                    _registry.add(name, obj, description=description, plugin=_plugin, distribution=_dist)
+                except PluginError as exc:
+                    if pm.is_builtin(_plugin):
+                        raise
+                    problems.append(str(exc))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # a third-party hook raising must not take the others down
+                if pm.is_builtin(plugin):
+                    raise
+                problems.append(f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
+                                f"{type(exc).__name__}: {exc}")
+    broken = tuple(problems)
+    for registry in (regs.backbones, regs.loss_terms, regs.schedules):
+        registry.broken_plugins = broken
+    for line in problems:
+        warnings.warn(line, PluginWarning, stacklevel=2)
+    return regs
