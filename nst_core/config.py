@@ -201,3 +201,12 @@ class StyleConfig:
     def replace(self, **changes: Any) -> StyleConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+def config_from_preset(settings: Mapping[str, Any], **overrides: Any) -> StyleConfig:
+    """A :class:`StyleConfig` from a preset's ``settings`` with ``overrides`` (user options) on top."""
+    fields = set(StyleConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise ConfigError(f"preset sets unknown setting(s) {', '.join(unknown)}")
+    return StyleConfig(**{**dict(settings), **overrides})

@@ -16,7 +16,9 @@ from nst_core._markers import hookspec
 if TYPE_CHECKING:
     from nst_core.registry import Register
 
-__all__ = ["nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules"]
+__all__ = [
+    "nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules", "nst_register_presets",
+]
 
 
 @hookspec
@@ -54,4 +56,16 @@ def nst_register_layer_schedules(register: Register) -> None:
     fraction of the current scale's steps done (``varies=True`` if the weights depend on it).
 
     :param register: adds one schedule; raises on a name that is already registered.
+    """
+
+
+@hookspec
+def nst_register_presets(register: Register) -> None:
+    """Register presets: named bundles of settings shared by the CLI, the GIMP filter and the API.
+
+    Call ``register(name, settings, description="...")`` where ``settings`` is a mapping of
+    :class:`nst_core.StyleConfig` field names to values (``{"size": 768, "steps": 300}``); a run
+    with the preset starts from these and the user's own options override them.
+
+    :param register: adds one preset; raises on a name that is already registered.
     """

@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = (
     "nst_core.builtins.vgg",
     "nst_core.builtins.losses",
     "nst_core.builtins.schedules",
+    "nst_core.builtins.presets",
 )
 
 AUTOLOAD_ENV = "NST_DISABLE_PLUGIN_AUTOLOAD"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import warnings
 
 from nst_core.errors import PluginError, PluginWarning, UnknownNameError
@@ -83,6 +83,7 @@ class Registries:
     backbones: Registry[Callable[..., object]]
     loss_terms: Registry[Callable[..., object]]
     schedules: Registry[LayerSchedule]
+    presets: Registry[Mapping[str, Any]]
     problems: list[str] = field(default_factory=list)
     """One line per plug-in that failed (import, duplicate name, hook raising)."""
 
@@ -99,11 +100,13 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
 
         pm = get_plugin_manager()
     problems = list(pm.load_failures)
-    regs = Registries(Registry("backbone"), Registry("loss term"), Registry("layer schedule"), problems)
+    regs = Registries(Registry("backbone"), Registry("loss term"), Registry("layer schedule"), Registry("preset"),
+                      problems)
     hooks = (
         (pm.hook.nst_register_backbones, regs.backbones),
         (pm.hook.nst_register_loss_terms, regs.loss_terms),
         (pm.hook.nst_register_layer_schedules, regs.schedules),
+        (pm.hook.nst_register_presets, regs.presets),
     )
     for hook, registry in hooks:
         impls = sorted(hook.get_hookimpls(), key=lambda i: (not pm.is_builtin(i.plugin_name), i.plugin_name))
@@ -127,7 +130,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
                 problems.append(f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
                                 f"{type(exc).__name__}: {exc}")
     broken = tuple(problems)
-    for registry in (regs.backbones, regs.loss_terms, regs.schedules):
+    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets):
         registry.broken_plugins = broken
     for line in problems:
         warnings.warn(line, PluginWarning, stacklevel=2)
