@@ -186,8 +186,9 @@ def _resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, b
     for layer in layers:
         if layer not in backbone.channels:
             raise UnknownNameError(f"layer of backbone {config.backbone!r}", layer, backbone.layer_names)
-    fixed = schedule = None
-    if spec.layer_weights is not None:
+    fixed: dict[str, float] | None = {} if not layers else None
+    schedule = None
+    if spec.layer_weights is not None and layers:
         missing = [layer for layer in layers if layer not in spec.layer_weights]
         if missing:
             raise ConfigError(f"loss term {spec.name!r}: no layer weight given for {', '.join(missing)}")
