@@ -1,0 +1,43 @@
+"""``nst run --config FILE.toml``: the same keys as the long options, for repeatable runs.
+
+Example ``run.toml``::
+
+    preset = "balanced"
+    steps = 300
+    style-weight = 5.0
+    style-layers = ["relu1_1", "relu2_1", "relu3_1"]   # or "relu1_1,relu2_1,relu3_1"
+    layer-weights = { relu1_1 = 0.5, relu2_1 = 0.3, relu3_1 = 0.2 }
+    loss = ["tv:1e-4"]
+    seed = 7
+
+Keys may be spelled with ``-`` or ``_``. Options given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sys
+from typing import Any
+
+from nst_core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's top-level keys (``_`` turned into ``-``) and their TOML values."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    return {key.replace("_", "-"): value for key, value in data.items()}

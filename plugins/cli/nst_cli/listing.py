@@ -1,0 +1,122 @@
+"""``nst list ...`` and ``nst plugins``: what is installed, and where each name comes from.
+
+Third-party entries are listed next to the built-ins with the plug-in and distribution that
+registered them; plug-in problems are ``nst: warning:`` lines on stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+import os
+from typing import Annotated, Any
+
+import typer
+
+from nst_core import StyleConfig
+from nst_core.plugins import AUTOLOAD_ENV, DISABLE_ENV, get_plugin_manager
+from nst_core.registry import Entry, Registry
+
+from nst_cli import messages
+from nst_cli.registries import load_registries
+from nst_cli.tables import print_table
+
+list_app = typer.Typer(
+    name="list", no_args_is_help=True, pretty_exceptions_show_locals=False,
+    help="List backbones, loss terms, layer schedules, presets or a backbone's layers.",
+    epilog="[bold]Examples[/bold]\n\n  nst list losses\n\n  nst list layers --backbone vgg19\n\n"
+           "  nst list presets | cut -f1   [dim](names only, when piped)[/dim]",
+)
+
+
+def source(entry: Entry) -> str:
+    """``built-in``, or ``plug-in 'name' (distribution version)``."""
+    if entry.distribution == "built-in":
+        return "built-in"
+    return f"plug-in {entry.plugin!r} ({entry.distribution})"
+
+
+def _rows(registry: Registry, extra: Any = None) -> list[list[str]]:
+    return [[entry.name, *([extra(entry)] if extra else []), entry.description, source(entry)]
+            for entry in registry]
+
+
+def _settings(settings: Mapping[str, Any]) -> str:
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
+
+
+@list_app.command("backbones")
+def list_backbones() -> None:
+    """Feature networks for --backbone (the default is vgg19, shipped offline)."""
+    registry = load_registries(messages.warn).backbones
+    print_table(["name", "description", "from"], _rows(registry), title="backbones (--backbone)")
+
+
+@list_app.command("losses")
+def list_losses() -> None:
+    """Loss terms for --style-loss and --loss, with their role (content, style or image).
+
+    A "style" term can be the --style-loss; any term can be added with --loss NAME:WEIGHT.
+    """
+    registry = load_registries(messages.warn).loss_terms
+    rows = _rows(registry, lambda entry: str(getattr(entry.obj, "role", "")))
+    print_table(["name", "role", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
+
+
+@list_app.command("schedules")
+def list_schedules() -> None:
+    """Layer-weight schedules for --layer-schedule."""
+    registry = load_registries(messages.warn).schedules
+    print_table(["name", "description", "from"], _rows(registry), title="layer schedules (--layer-schedule)")
+
+
+@list_app.command("presets")
+def list_presets() -> None:
+    """Presets for --preset, with the options each one sets (your own options override them)."""
+    registry = load_registries(messages.warn).presets
+    rows = _rows(registry, lambda entry: _settings(entry.obj))
+    print_table(["name", "sets", "description", "from"], rows, title="presets (--preset)")
+
+
+@list_app.command("layers")
+def list_layers(
+    backbone: Annotated[str, typer.Option(help="The backbone whose layers to list.")] = StyleConfig().backbone,
+) -> None:
+    """The layer names of a backbone, with channels, for --content-layers, --style-layers and
+    --layer-weights; the defaults are marked."""
+    registries = load_registries(messages.warn)
+    net = registries.backbones.get(backbone)(pooling="max")
+    rows = []
+    for name in net.layer_names:
+        marks = [role for role, layers in (("content", net.default_content_layers),
+                                           ("style", net.default_style_layers)) if name in layers]
+        rows.append([name, str(net.channels[name]), " ".join(f"default {m}" for m in marks)])
+    print_table(["layer", "channels", "default"], rows, title=f"layers of {backbone}")
+
+
+def _provided(registries: Any, plugin: str) -> str:
+    registries_by_kind: Iterable[Registry] = (registries.backbones, registries.loss_terms, registries.schedules,
+                                              registries.presets)
+    names = [f"{registry.kind} {entry.name}" for registry in registries_by_kind for entry in registry
+             if entry.plugin == plugin and entry.distribution != "built-in"]
+    return ", ".join(names) or "-"
+
+
+def plugins() -> None:
+    """Installed third-party plug-in distributions, their versions, what they add and load failures.
+
+    Plug-ins are packages with an entry point in the "nst_core" group. Set NST_DISABLE_PLUGINS=name
+    to skip one, or NST_DISABLE_PLUGIN_AUTOLOAD=1 to load none.
+    """
+    pm = get_plugin_manager()
+    registries = load_registries(messages.warn, pm)
+    rows = [[info.name, info.distribution, info.version, info.module,
+             "failed to load" if info.error else _provided(registries, info.name)]
+            for info in pm.third_party]
+    if os.environ.get(AUTOLOAD_ENV, "") not in ("", "0"):
+        messages.say(f"{AUTOLOAD_ENV} is set: third-party plug-ins are not loaded")
+    elif os.environ.get(DISABLE_ENV):
+        messages.say(f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}: these plug-ins are skipped")
+    if not rows:
+        messages.say("no third-party plug-ins are installed (packages with an 'nst_core' entry point)")
+        return
+    print_table(["plug-in", "distribution", "version", "module", "adds"], rows, title="third-party plug-ins")

@@ -1,0 +1,120 @@
+"""The value syntaxes of ``nst run`` options, shared by the command line and ``--config`` files.
+
+Each parser takes the raw value (a string from the command line, or a TOML value: string,
+number, list, table) and ``where`` (``"--style-layers"`` or ``"run.toml: style-layers"``) and
+returns what :class:`nst_core.StyleConfig` expects, raising :class:`ConfigError` naming ``where``.
+Range checks stay in StyleConfig, which names the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nst_core import LossSpec
+from nst_core.errors import ConfigError
+
+INIT_KEYWORDS = ("content", "noise", "gray")
+"""``--init`` values that are not file paths."""
+
+
+def same(value: Any, where: str) -> Any:
+    """Numbers and names pass through; StyleConfig checks them."""
+    return value
+
+
+def _items(value: Any, where: str) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` (or a repeated option's tuple) -> ``["a", "b"]``."""
+    if isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ConfigError(f"{where}: expected a comma-separated list, got {value!r}")
+    items = [str(part).strip() for part in parts]
+    if not all(items):
+        raise ConfigError(f"{where}: empty item in {value!r}")
+    return items
+
+
+def names(value: Any, where: str) -> tuple[str, ...]:
+    """Comma-separated names: ``relu1_1,relu2_1``."""
+    return tuple(_items(value, where))
+
+
+def number(text: Any, where: str) -> float:
+    """A float from a string or a TOML number."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    try:
+        return float(str(text))
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a number") from None
+
+
+def numbers(value: Any, where: str) -> tuple[float, ...]:
+    """Comma-separated numbers: ``0.7,0.3``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    return tuple(number(item, where) for item in _items(value, where))
+
+
+def whole_number(value: Any, where: str, *, minimum: int = 1) -> int:
+    """An int >= ``minimum`` (``--save-every``, which is not a StyleConfig field)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def layer_weights(value: Any, where: str) -> dict[str, float]:
+    """``relu1_1=0.5,relu2_1=0.25`` (or a TOML table) -> ``{"relu1_1": 0.5, "relu2_1": 0.25}``."""
+    if isinstance(value, Mapping):
+        return {str(layer): number(weight, f"{where} {layer}") for layer, weight in value.items()}
+    weights = {}
+    for item in _items(value, where):
+        layer, sep, weight = item.partition("=")
+        if not sep or not layer.strip():
+            raise ConfigError(f"{where}: expected LAYER=WEIGHT, got {item!r}")
+        weights[layer.strip()] = number(weight, f"{where} {layer.strip()}")
+    return weights
+
+
+def scalar(text: str) -> bool | int | float | str:
+    """A loss-term parameter value: ``true``/``false``, an int, a float, else the string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def loss_spec(text: Any, where: str) -> LossSpec:
+    """``NAME[:WEIGHT][,key=value...]`` -> a :class:`LossSpec` (e.g. ``tv:1e-3,exponent=1``)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected NAME[:WEIGHT][,key=value...], got {text!r}")
+    head, *params = _items(text, where)
+    name, sep, weight = head.partition(":")
+    kwargs = {}
+    for item in params:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{where}: expected key=value after the loss name, got {item!r} in {text!r}")
+        kwargs[key.strip()] = scalar(raw.strip())
+    return LossSpec(name=name.strip(), weight=number(weight, where) if sep else 1.0, params=kwargs)
+
+
+def loss_specs(value: Any, where: str) -> tuple[LossSpec, ...]:
+    """Every ``--loss`` given (or the config file's list of them)."""
+    values = [value] if isinstance(value, str) else list(value)
+    return tuple(loss_spec(item, where) for item in values)
+
+
+def init(value: Any, where: str) -> str:
+    """``content``, ``noise``, ``gray`` or the path of a starting image."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected {', '.join(INIT_KEYWORDS)} or an image path, got {value!r}")
+    return value
