@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from nst_core import NSTError, __version__
 
 from nst_cli import exit_codes, messages
+from nst_cli.gimp import gimp_app
 from nst_cli.listing import list_app, plugins
 from nst_cli.run import EPILOG as RUN_EPILOG, run
 from nst_cli.signals import Aborted
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.command("run", epilog=RUN_EPILOG)(run)
 app.add_typer(list_app, name="list")
+app.add_typer(gimp_app, name="gimp")
 app.command("plugins", epilog="[bold]Example[/bold]\n\n  nst plugins")(plugins)
 
 

@@ -1,0 +1,295 @@
+"""``nst gimp install | uninstall | doctor``: put the GIMP 3 plug-in where GIMP finds it.
+
+GIMP 3 loads Python plug-ins from ``<GIMP config>/plug-ins/NAME/NAME.py`` (folder and file share
+the name; the file must be executable). The config folder is
+
+* Linux and other Unixes: ``$XDG_CONFIG_HOME/GIMP/3.0`` (default ``~/.config/GIMP/3.0``)
+* macOS: ``~/Library/Application Support/GIMP/3.0``
+* Windows: ``%APPDATA%\\GIMP\\3.0``
+
+or ``$GIMP3_DIRECTORY`` when that is set (GIMP itself honours it). GIMP's own Python has no torch,
+so the plug-in starts the engine with the interpreter recorded here in ``nst-engine.json`` next to
+the plug-in (the environment variable ``NST_GIMP_PYTHON`` overrides it at run time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import json
+import os
+from pathlib import Path
+import shutil
+import stat
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from nst_core import __version__
+from nst_core.errors import NSTError
+
+PLUGIN_NAME = "nst-style-transfer"
+PLUGIN_FILES = ("nst-style-transfer.py", "nst_gimp_bridge.py")
+CONFIG_NAME = "nst-engine.json"
+ENV_PYTHON = "NST_GIMP_PYTHON"
+ENV_SOURCE = "NST_GIMP_PLUGIN_SOURCE"
+MENU = "Filters > Artistic > Neural Style Transfer..."
+
+
+class GimpSetupError(NSTError):
+    """The plug-in could not be installed or found; the message says what to do."""
+
+
+gimp_app = typer.Typer(
+    name="gimp", no_args_is_help=True, pretty_exceptions_show_locals=False,
+    help="Install the GIMP 3 filter (Filters > Artistic > Neural Style Transfer...) and check it.",
+    epilog="[bold]Examples[/bold]\n\n  nst gimp install   [dim](then restart GIMP)[/dim]\n\n"
+           "  nst gimp doctor\n\n  nst gimp install --link   [dim](for plug-in development)[/dim]\n\n"
+           "  nst gimp uninstall",
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Where things are
+# ------------------------------------------------------------------------------------------------
+
+
+def gimp_config_dir(platform: str | None = None, environ: dict[str, str] | None = None,
+                    home: Path | None = None) -> Path:
+    """GIMP 3's per-user folder on this platform (``$GIMP3_DIRECTORY`` wins)."""
+    platform = sys.platform if platform is None else platform
+    environ = dict(os.environ) if environ is None else environ
+    home = Path.home() if home is None else home
+    if environ.get("GIMP3_DIRECTORY"):
+        return Path(environ["GIMP3_DIRECTORY"])
+    if platform.startswith("win"):
+        appdata = environ.get("APPDATA") or str(home / "AppData" / "Roaming")
+        return Path(appdata) / "GIMP" / "3.0"
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "GIMP" / "3.0"
+    config = environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+    return Path(config) / "GIMP" / "3.0"
+
+
+def default_plugins_dir() -> Path:
+    """``<GIMP config folder>/plug-ins``."""
+    return gimp_config_dir() / "plug-ins"
+
+
+def plugin_source() -> Path:
+    """The folder holding the plug-in's files in this installation of nst-core.
+
+    A source checkout (``pip install -e .`` / ``make venv``) has it at plugins/gimp/ next to the
+    CLI package; ``$NST_GIMP_PLUGIN_SOURCE`` points elsewhere.
+    """
+    candidates = []
+    if os.environ.get(ENV_SOURCE):
+        candidates.append(Path(os.environ[ENV_SOURCE]))
+    here = Path(__file__).resolve().parent  # plugins/cli/nst_cli
+    candidates += [here.parent.parent / "gimp" / PLUGIN_NAME, here / "gimp_plugin" / PLUGIN_NAME]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in PLUGIN_FILES):
+            return folder
+    raise GimpSetupError(
+        "the GIMP plug-in's files are not part of this nst-core installation (looked in "
+        f"{', '.join(str(c) for c in candidates)}); install nst-core from a source checkout "
+        f"('pip install -e .' or 'make venv') or set {ENV_SOURCE} to the plug-in folder")
+
+
+# ------------------------------------------------------------------------------------------------
+# Install / uninstall
+# ------------------------------------------------------------------------------------------------
+
+
+def engine_config(python: str) -> dict:
+    """What ``nst-engine.json`` records."""
+    return {"python": python, "nst_core_version": __version__, "written_by": "nst gimp install"}
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _make_executable(path: Path) -> None:
+    mode = path.stat().st_mode
+    path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def install_plugin(plugins_dir: Path, *, python: str, link: bool = False, source: Path | None = None) -> Path:
+    """Install (or replace) the plug-in in ``plugins_dir``; returns the plug-in's folder.
+
+    Copies the files (or, with ``link``, symlinks them to the source for development), makes the
+    entry point executable and writes ``nst-engine.json`` with ``python``.
+    """
+    source = source or plugin_source()
+    target = plugins_dir / PLUGIN_NAME
+    if target.resolve() == source.resolve():
+        raise GimpSetupError(f"{target} is the plug-in's source folder; choose another --dir")
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    _remove(target)
+    target.mkdir()
+    for name in PLUGIN_FILES:
+        if link:
+            if name == PLUGIN_FILES[0]:
+                _make_executable(source / name)  # GIMP checks the link's target
+            try:
+                (target / name).symlink_to(source / name)
+            except OSError as exc:
+                raise GimpSetupError(f"cannot create a symlink in {target} ({exc.strerror}); "
+                                     "install without --link") from None
+        else:
+            shutil.copy2(source / name, target / name)
+    _make_executable(target / PLUGIN_FILES[0])
+    (target / CONFIG_NAME).write_text(json.dumps(engine_config(python), indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def uninstall_plugin(plugins_dir: Path) -> Path | None:
+    """Remove the plug-in's folder from ``plugins_dir``; returns it, or None if it was not there."""
+    target = plugins_dir / PLUGIN_NAME
+    if not (target.exists() or target.is_symlink()):
+        return None
+    _remove(target)
+    return target
+
+
+# ------------------------------------------------------------------------------------------------
+# Doctor
+# ------------------------------------------------------------------------------------------------
+
+_PROBE = ("import json, platform, nst_core, nst_cli, torch; "
+          "print(json.dumps({'nst_core': nst_core.__version__, 'torch': torch.__version__, "
+          "'python': platform.python_version(), 'device': str(nst_core.resolve_device('auto'))}))")
+
+
+@dataclass
+class Check:
+    ok: bool
+    label: str
+    detail: str
+
+
+def probe_engine(python: str, timeout: float = 120.0) -> tuple[bool, str]:
+    """Start ``python`` the way the plug-in does and ask it for its nst_core, torch and device."""
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return False, f"{python} does not exist"
+    except PermissionError:
+        return False, f"{python} is not executable"
+    except OSError as exc:
+        return False, f"{python} cannot be started: {exc.strerror or exc}"
+    except subprocess.TimeoutExpired:
+        return False, f"{python} did not answer within {timeout:.0f} s"
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        return False, f"{python} cannot run the engine: {lines[-1] if lines else f'exit code {proc.returncode}'}"
+    try:
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return False, f"{python} gave an unexpected answer: {proc.stdout.strip()[:200]!r}"
+    return True, (f"nst-core {info['nst_core']}, torch {info['torch']}, Python {info['python']}, "
+                  f"device {info['device']}")
+
+
+def sandboxed_gimp_dirs(home: Path | None = None) -> list[Path]:
+    """Config folders of Flatpak/Snap GIMP builds (their sandbox cannot run a host virtualenv)."""
+    home = Path.home() if home is None else home
+    found = []
+    for candidate in (home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0",
+                      home / "snap" / "gimp"):
+        if candidate.exists():
+            found.append(candidate)
+    return found
+
+
+def diagnose(plugins_dir: Path, environ: dict[str, str] | None = None) -> list[Check]:
+    """Everything ``nst gimp doctor`` reports, in order."""
+    environ = dict(os.environ) if environ is None else environ
+    checks = [Check(plugins_dir.is_dir(), "GIMP plug-ins folder",
+                    str(plugins_dir) + ("" if plugins_dir.is_dir() else " (missing: start GIMP 3 once, "
+                                        "or pass --dir)"))]
+    target = plugins_dir / PLUGIN_NAME
+    entry = target / PLUGIN_FILES[0]
+    installed = entry.is_file() and (target / PLUGIN_FILES[1]).is_file()
+    if not installed:
+        checks.append(Check(False, "plug-in", f"not installed in {target}: run 'nst gimp install'"))
+    elif not os.access(entry, os.X_OK):
+        checks.append(Check(False, "plug-in", f"{entry} is not executable, so GIMP ignores it: run "
+                                              "'nst gimp install' again"))
+    else:
+        kind = "linked to " + str(entry.resolve().parent) if entry.is_symlink() else "copied"
+        checks.append(Check(True, "plug-in", f"{target} ({kind}); menu: {MENU}"))
+    python, where = None, ""
+    if environ.get(ENV_PYTHON):
+        python, where = environ[ENV_PYTHON], ENV_PYTHON
+    elif (target / CONFIG_NAME).is_file():
+        try:
+            python = json.loads((target / CONFIG_NAME).read_text(encoding="utf-8")).get("python")
+            where = str(target / CONFIG_NAME)
+        except (OSError, ValueError) as exc:
+            checks.append(Check(False, "engine", f"cannot read {target / CONFIG_NAME}: {exc}"))
+    if python:
+        ok, detail = probe_engine(python)
+        checks.append(Check(ok, "engine", f"{python} (from {where}): {detail}"))
+    elif installed:
+        checks.append(Check(False, "engine", f"no interpreter recorded: run 'nst gimp install' or set {ENV_PYTHON}"))
+    gimp = next((shutil.which(name) for name in ("gimp-3.0", "gimp", "gimp-console-3.0") if shutil.which(name)), None)
+    checks.append(Check(True, "GIMP executable", gimp or "none on PATH (fine if GIMP is started from a menu)"))
+    for folder in sandboxed_gimp_dirs():
+        checks.append(Check(True, "note", f"a Flatpak/Snap GIMP uses {folder}; its sandbox cannot start "
+                                          "this Python, so use a GIMP from your distribution or gimp.org"))
+    return checks
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------------
+
+DirOption = Annotated[Path | None, typer.Option(
+    "--dir", help="GIMP's plug-ins folder (default: the per-user one of GIMP 3, or $GIMP3_DIRECTORY/plug-ins).",
+    show_default=False)]
+
+
+@gimp_app.command("install")
+def install_command(
+    dir: DirOption = None,
+    link: Annotated[bool, typer.Option("--link", help="Symlink the files instead of copying them "
+                                                      "(edits to the source take effect at once).")] = False,
+    python: Annotated[str | None, typer.Option(
+        "--python", help="The Python the plug-in runs the engine with (default: this one).",
+        show_default=False)] = None,
+) -> None:
+    """Install the plug-in into GIMP 3 and record which Python runs the engine; restart GIMP after."""
+    plugins_dir = (dir or default_plugins_dir()).expanduser().absolute()
+    interpreter = sys.executable
+    if python:  # a bare command name is looked up on PATH; symlinks are kept (a venv needs its own path)
+        interpreter = os.path.abspath(python if os.sep in python or not shutil.which(python) else shutil.which(python))
+    target = install_plugin(plugins_dir, python=interpreter, link=link)
+    typer.echo(f"installed {PLUGIN_NAME} in {target}{' (linked)' if link else ''}")
+    typer.echo(f"engine: {interpreter}")
+    typer.echo(f"restart GIMP 3, then open an image and choose {MENU}")
+
+
+@gimp_app.command("uninstall")
+def uninstall_command(dir: DirOption = None) -> None:
+    """Remove the plug-in from GIMP 3's plug-ins folder."""
+    plugins_dir = (dir or default_plugins_dir()).expanduser().absolute()
+    removed = uninstall_plugin(plugins_dir)
+    typer.echo(f"removed {removed}" if removed else f"{PLUGIN_NAME} is not installed in {plugins_dir}")
+
+
+@gimp_app.command("doctor")
+def doctor_command(dir: DirOption = None) -> None:
+    """Show what the plug-in will find: GIMP's folder, the plug-in, the engine and its device."""
+    plugins_dir = (dir or default_plugins_dir()).expanduser().absolute()
+    checks = diagnose(plugins_dir)
+    for check in checks:
+        typer.echo(f"{'ok ' if check.ok else 'BAD'}  {check.label}: {check.detail}")
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
