@@ -11,6 +11,7 @@ Example ``run.toml``::
     seed = 7
 
 Keys may be spelled with ``-`` or ``_``. Options given on the command line override the file.
+A relative ``init`` path is relative to the working directory, as on the command line.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ list_app = typer.Typer(
 )
 
 
+def _example(*lines: str) -> str:
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  {line}" for line in lines)
+
+
 def source(entry: Entry) -> str:
     """``built-in``, or ``plug-in 'name' (distribution version)``."""
     if entry.distribution == "built-in":
@@ -44,14 +48,14 @@ def _settings(settings: Mapping[str, Any]) -> str:
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in settings.items())
 
 
-@list_app.command("backbones")
+@list_app.command("backbones", epilog=_example("nst list backbones"))
 def list_backbones() -> None:
     """Feature networks for --backbone (the default is vgg19, shipped offline)."""
     registry = load_registries(messages.warn).backbones
     print_table(["name", "description", "from"], _rows(registry), title="backbones (--backbone)")
 
 
-@list_app.command("losses")
+@list_app.command("losses", epilog=_example("nst list losses"))
 def list_losses() -> None:
     """Loss terms for --style-loss and --loss, with their role (content, style or image).
 
@@ -62,14 +66,14 @@ def list_losses() -> None:
     print_table(["name", "role", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
 
 
-@list_app.command("schedules")
+@list_app.command("schedules", epilog=_example("nst list schedules"))
 def list_schedules() -> None:
     """Layer-weight schedules for --layer-schedule."""
     registry = load_registries(messages.warn).schedules
     print_table(["name", "description", "from"], _rows(registry), title="layer schedules (--layer-schedule)")
 
 
-@list_app.command("presets")
+@list_app.command("presets", epilog=_example("nst list presets"))
 def list_presets() -> None:
     """Presets for --preset, with the options each one sets (your own options override them)."""
     registry = load_registries(messages.warn).presets
@@ -77,7 +81,7 @@ def list_presets() -> None:
     print_table(["name", "sets", "description", "from"], rows, title="presets (--preset)")
 
 
-@list_app.command("layers")
+@list_app.command("layers", epilog=_example("nst list layers", "nst list layers --backbone vgg16-torchvision"))
 def list_layers(
     backbone: Annotated[str, typer.Option(help="The backbone whose layers to list.")] = StyleConfig().backbone,
 ) -> None:

@@ -98,6 +98,8 @@ def loss_spec(text: Any, where: str) -> LossSpec:
         raise ConfigError(f"{where}: expected NAME[:WEIGHT][,key=value...], got {text!r}")
     head, *params = _items(text, where)
     name, sep, weight = head.partition(":")
+    if not name.strip():
+        raise ConfigError(f"{where}: the loss term needs a name (NAME[:WEIGHT][,key=value...]), got {text!r}")
     kwargs = {}
     for item in params:
         key, eq, raw = item.partition("=")

@@ -48,9 +48,9 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended (the ``done`` event). ``output`` is ``None`` when nothing was written."""
+    """How a run ended (the ``done`` event)."""
 
-    output: Path | None
+    output: Path
     status: str
     message: str
     steps: int
@@ -86,8 +86,6 @@ def summary(outcome: Outcome) -> str:
     """The line a person sees at the end."""
     stats = (f"{outcome.steps}/{outcome.total} steps, loss {outcome.loss:.4g}, seed {outcome.seed}, "
              f"{duration(outcome.elapsed)}")
-    if outcome.output is None:
-        return f"{outcome.message}; nothing written ({stats})"
     if outcome.status == "finished":
         return f"wrote {outcome.output} ({stats})"
     return f"{outcome.message}; wrote {outcome.output} ({stats})"
@@ -233,7 +231,7 @@ class JsonlReporter(Reporter):
         self._emit("warning", message=message)
 
     def done(self, outcome: Outcome) -> None:
-        self._emit("done", output=None if outcome.output is None else _path(outcome.output), status=outcome.status,
+        self._emit("done", output=_path(outcome.output), status=outcome.status,
                    message=outcome.message, steps=outcome.steps, elapsed=outcome.elapsed, loss=outcome.loss,
                    seed=outcome.seed)
 

@@ -130,21 +130,14 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
 
 
 def _finish(result: StyleResult, job: Job, stop: StopOnSignal) -> tuple[Outcome, int]:
-    written: Path | None = job.output
-    message = result.message
-    code = exit_codes.OK
+    """Write the result (also when stopped or non-finite: the best or last finite image) and pick the exit code."""
+    result.save(job.output)
+    message, code = result.message, exit_codes.OK
     if result.status == "non-finite":
         code = exit_codes.NON_FINITE
     elif result.status == "stopped":
-        code = stop.exit_code
-        if result.steps == 0:
-            written = None
-            message = f"interrupted by {stop.name} before the first step"
-        else:
-            message = f"interrupted by {stop.name}, {result.message}; kept the best image so far"
-    if written is not None:
-        result.save(written)
-    outcome = Outcome(output=written, status=result.status, message=message, steps=result.steps,
+        message, code = f"interrupted by {stop.name}, {result.message}; saved the best image so far", stop.exit_code
+    outcome = Outcome(output=job.output, status=result.status, message=message, steps=result.steps,
                       total=result.total_steps, elapsed=result.elapsed, loss=result.loss, seed=result.seed)
     return outcome, code
 

@@ -1,0 +1,118 @@
+"""The installed `nst` console script in a real process: the jsonl contract, signals, a user error.
+
+The jsonl events are checked against the example lines in plugins/cli/PROGRESS_JSONL.md, so the
+document and the program cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import threading
+
+from nst_core.image import read_image, resize
+
+from conftest import EXAMPLES
+
+ROOT = Path(__file__).resolve().parent.parent
+NST = Path(sys.executable).with_name("nst")
+CONTENT = EXAMPLES / "tubingen.jpg"
+STYLE = EXAMPLES / "starry_night.jpg"
+ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
+
+
+def documented_events() -> dict[str, dict]:
+    """The example event of each kind from PROGRESS_JSONL.md's ```jsonl block."""
+    text = (ROOT / "plugins" / "cli" / "PROGRESS_JSONL.md").read_text()
+    block = text.split("```jsonl\n", 1)[1].split("```", 1)[0]
+    return {event["event"]: event for event in map(json.loads, block.splitlines())}
+
+
+def same_shape(documented, actual) -> bool:
+    """``actual`` has the JSON type of ``documented`` (numbers: any int or float)."""
+    if isinstance(documented, bool) or documented is None:
+        return type(actual) is type(documented)
+    if isinstance(documented, float):
+        return isinstance(actual, (int, float)) and not isinstance(actual, bool)
+    if isinstance(documented, int):
+        return isinstance(actual, int) and not isinstance(actual, bool)
+    if isinstance(documented, str):
+        return isinstance(actual, str)
+    if isinstance(documented, list):
+        return isinstance(actual, list) and all(same_shape(documented[0], item) for item in actual)
+    if isinstance(documented, dict):
+        sample = next(iter(documented.values()))
+        return isinstance(actual, dict) and all(isinstance(k, str) and same_shape(sample, v)
+                                                for k, v in actual.items())
+    raise AssertionError(f"unexpected documented value {documented!r}")
+
+
+def check_documented(event: dict) -> None:
+    documented = documented_events()[event["event"]]
+    assert set(event) == set(documented), (event, documented)
+    for key, value in event.items():
+        assert same_shape(documented[key], value), (key, value, documented[key])
+
+
+def test_console_script_run_follows_the_jsonl_contract(tmp_path):
+    assert NST.is_file(), f"the console script {NST} is not installed"
+    out = tmp_path / "out.png"
+    proc = subprocess.run([NST, "run", CONTENT, STYLE, "-o", out, "--size", "64", "--steps", "3", "--seed", "11",
+                           "--save-every", "2", "--progress", "jsonl"],
+                          capture_output=True, text=True, timeout=180, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    events = [json.loads(line) for line in proc.stdout.splitlines()]  # every line is JSON, nothing else
+    assert [e["event"] for e in events] == ["start", "step", "step", "saved", "step", "done"]
+    for event in events:
+        check_documented(event)
+    start, done = events[0], events[-1]
+    assert (start["seed"], start["sizes"], start["total"], start["output"]) == (11, [[64, 48]], 3, str(out))
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3]
+    assert all(e["total"] == 3 and e["size"] in start["sizes"] and e["scales"] == 1 for e in steps)
+    assert set(steps[0]["terms"]) == {"content", "gram"}
+    assert events[3] == {"event": "saved", "path": str(tmp_path / "out.step2.png"), "step": 2}
+    assert (done["status"], done["steps"], done["seed"], done["output"]) == ("finished", 3, 11, str(out))
+    image = read_image(out).rgb
+    assert image.shape[-2:] == (48, 64)
+    assert (image - resize(read_image(CONTENT).rgb, 48, 64)).abs().mean() > 0.005
+    assert (tmp_path / "out.step2.png").is_file()
+
+
+def test_sigint_saves_the_best_image_so_far_and_exits_130(tmp_path):
+    """SIGTERM takes the same path (test_cli.py checks that it maps to 143)."""
+    out = tmp_path / "out.png"
+    proc = subprocess.Popen([NST, "run", CONTENT, STYLE, "-o", out, "--size", "64", "--steps", "500",
+                             "--progress", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    watchdog = threading.Timer(150, proc.kill)
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "step":
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == 130, stderr
+    done = json.loads(rest.splitlines()[-1])
+    check_documented(done)
+    assert done["status"] == "stopped" and "SIGINT" in done["message"]
+    assert 1 <= done["steps"] < 500
+    assert read_image(out).size == (64, 48)
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]  # no temporary file left behind
+
+
+def test_user_error_in_a_real_process_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([NST, "run", tmp_path / "missing.jpg", STYLE, "-o", tmp_path / "out.png"],
+                          capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"nst: error: {tmp_path / 'missing.jpg'}: ")
+    assert proc.stdout == "" and os.listdir(tmp_path) == []
