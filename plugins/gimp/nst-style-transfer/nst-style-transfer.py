@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in: Filters > Artistic > Neural Style Transfer... (nst-core, Gatys et al. 2015).
+
+The GIMP side only: the dialog, reading and writing pixels, progress and errors. GIMP's Python has
+no torch, so the engine runs out of process (``<python> -m nst_cli run ... --progress jsonl``);
+argument building, event parsing, temp folders, PNG writing and error messages live in the
+GIMP-free module ``nst_gimp_bridge`` next to this file (tested by plain pytest).
+
+What a run does:
+
+1. puts the plug-in into its own process group (GIMP's Cancel then kills the engine too);
+2. exports the active layer (only the selection's bounding box plus a margin, when there is a
+   selection) and, if a style layer was chosen, that layer, as PNGs into a private temp folder;
+3. runs the engine, mapping its jsonl events to GIMP's progress bar (step, scale, time left);
+4. in one undo group: duplicates the source layer above it, named after the style, writes the
+   stylised colour into the copy while keeping the source's alpha exactly, and adds a layer mask
+   from the selection (feathered edges kept). The source layer is never modified.
+
+Install with ``nst gimp install`` (records which Python has nst-core); see plugins/gimp/README.md.
+Written for the GIMP 3.0 API (see shared/research/gimp3-plugin.md for the facts it relies on).
+"""
+
+import os
+import shutil
+import sys
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp  # noqa: E402
+
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl  # noqa: E402
+from gi.repository import Gio, GLib, GObject  # noqa: E402
+
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+if PLUGIN_DIR not in sys.path:
+    sys.path.insert(0, PLUGIN_DIR)
+import nst_gimp_bridge as bridge  # noqa: E402
+
+PROC_NAME = bridge.PROC_NAME
+TITLE = "Neural Style Transfer"
+RW = GObject.ParamFlags.READWRITE
+
+
+class UserError(Exception):
+    """Shown to the user as the procedure's error message."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pixels in and out
+# ------------------------------------------------------------------------------------------------
+
+
+def pixel_format(image):
+    """The babl format used for the final merge: 8-bit images stay 8-bit, deeper ones go through float."""
+    precision = image.get_precision()
+    if precision in (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL):
+        return "R'G'B'A u8", 1
+    return "R'G'B'A float", 4
+
+
+def export_rgb_png(drawable, x, y, width, height, path):
+    """Write a region of ``drawable`` (layer coordinates) as an 8-bit sRGB RGB PNG for the engine.
+
+    Alpha is not sent: the plug-in keeps the source's alpha itself (see insert_result).
+    """
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, "R'G'B' u8",
+                                     Gegl.AbyssPolicy.CLAMP)
+    bridge.write_png(path, width, height, bytes(data), channels=3)
+
+
+def load_stylised(path, width, height, fmt):
+    """The engine's result scaled to ``width`` x ``height``, as raw pixels in ``fmt``."""
+    result = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+    if result is None:
+        raise UserError(f"GIMP could not read the engine's result {path}")
+    try:
+        if (result.get_width(), result.get_height()) != (width, height):
+            Gimp.context_push()
+            try:
+                Gimp.context_set_interpolation(Gimp.InterpolationType.CUBIC)
+                result.scale(width, height)
+            finally:
+                Gimp.context_pop()
+        layer = result.get_layers()[0]
+        return bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), 1.0, fmt,
+                                            Gegl.AbyssPolicy.CLAMP))
+    finally:
+        result.delete()
+
+
+def insert_result(image, source, stylised, region, fmt, bytes_per_sample, name, has_selection):
+    """Add the stylised copy of ``source`` above it; returns the new layer. Call inside an undo group."""
+    x, y, width, height = region
+    layer = Gimp.Layer.new_from_drawable(source, image)
+    layer.set_name(name)
+    image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+    _, off_x, off_y = source.get_offsets()
+    layer.set_offsets(off_x, off_y)
+    layer.set_visible(True)
+    rect = Gegl.Rectangle.new(x, y, width, height)
+    original = bytes(source.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+    pixels = bridge.replace_colour_keep_alpha(original, stylised, bytes_per_sample)
+    # The layer is new (its insertion is the undo step), so its buffer is written directly; a
+    # shadow buffer + merge_shadow would be clipped and blended by the selection a second time.
+    buffer = layer.get_buffer()
+    buffer.set(rect, fmt, pixels)
+    buffer.flush()
+    layer.update(x, y, width, height)
+    if has_selection:
+        if layer.get_mask() is not None:  # keep what the source's own mask hid
+            layer.remove_mask(Gimp.MaskApplyMode.APPLY)
+        layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
+    return layer
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------------
+
+
+def selection_region(image, drawable):
+    """``(region, has_selection)``: what the engine should see, in layer coordinates."""
+    width, height = drawable.get_width(), drawable.get_height()
+    if Gimp.Selection.is_empty(image):
+        return (0, 0, width, height), False
+    ok, x, y, w, h = drawable.mask_intersect()
+    if not ok or w <= 0 or h <= 0:
+        raise UserError("the selection does not overlap the active layer; select part of it or "
+                        "Select > None")
+    return bridge.work_region(width, height, (x, y, w, h)), True
+
+
+def style_source(config, workdir):
+    """``(path, label)`` of the style image: the chosen layer (exported), else the chosen file."""
+    style_layer = config.get_property("style-layer")
+    if style_layer is not None:
+        path = os.path.join(workdir, "style.png")
+        export_rgb_png(style_layer, 0, 0, style_layer.get_width(), style_layer.get_height(), path)
+        return path, style_layer_label(style_layer)
+    style_file = config.get_property("style-file")
+    path = style_file.get_path() if style_file is not None else None
+    if not path:
+        raise UserError("choose a style image (a painting) in the dialog: a file or an open layer")
+    if not os.path.isfile(path):
+        raise UserError(f"style image not found: {path}")
+    return path, path
+
+
+def style_layer_label(layer):
+    """A name for the style: the file of a single-layer image (an opened painting), else the layer's name."""
+    image = layer.get_image()
+    if image is not None and len(image.get_layers()) == 1:
+        for style_file in (image.get_file(), image.get_imported_file()):
+            if style_file is not None and style_file.get_path():
+                return style_file.get_path()
+    return layer.get_name()
+
+
+def stylize(image, drawable, config, run_mode):
+    """Everything between the dialog and the new layer; raises UserError / bridge.BridgeError."""
+    Gimp.progress_init("Neural style transfer: starting the engine\u2026")
+    bridge.clean_stale_tempdirs()
+    engine = bridge.find_engine(PLUGIN_DIR)
+    workdir = bridge.make_private_tempdir()
+    try:
+        style_path, style_label = style_source(config, workdir)
+        region, has_selection = selection_region(image, drawable)
+        content_path = os.path.join(workdir, "content.png")
+        export_rgb_png(drawable, *region, content_path)
+        request = bridge.EngineRequest(
+            content=content_path, style=style_path, output=os.path.join(workdir, "result.png"),
+            preset=config.get_property("preset"), strength=config.get_property("strength"),
+            size=config.get_property("size"), steps=config.get_property("steps"),
+            seed=config.get_property("seed"), device=config.get_property("device"))
+        argv = bridge.build_argv(engine.python, request)
+
+        def on_progress(fraction, text):
+            if text:
+                Gimp.progress_set_text(text)
+            Gimp.progress_update(fraction)
+
+        Gimp.progress_pulse()
+        outcome = bridge.run_engine(argv, workdir, on_progress, engine=engine)
+        error = bridge.outcome_error(outcome, engine)
+        if error:
+            raise UserError(error)
+        output = outcome.state.output or request.output
+        if not os.path.isfile(output):
+            raise UserError(f"the engine finished but wrote no image at {output}")
+        Gimp.progress_set_text("Neural style transfer: adding the layer")
+        fmt, bytes_per_sample = pixel_format(image)
+        stylised = load_stylised(output, region[2], region[3], fmt)
+        image.undo_group_start()
+        try:
+            layer = insert_result(image, drawable, stylised, region, fmt, bytes_per_sample,
+                                  bridge.layer_name(style_label), has_selection)
+        finally:
+            image.undo_group_end()
+        if outcome.state.warnings:
+            note = "Neural style transfer: " + "; ".join(outcome.state.warnings)
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                Gimp.message(note)
+            else:
+                print(note, file=sys.stderr)
+        Gimp.displays_flush()
+        return layer
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        Gimp.progress_end()
+
+
+def show_dialog(procedure, config):
+    """The generated procedure dialog; GIMP stores the values for the next run. True on OK."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init(PROC_NAME)
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
+    dialog.fill(None)
+    try:
+        return dialog.run()
+    finally:
+        dialog.destroy()
+
+
+def error_values(procedure, status, message):
+    return procedure.new_return_values(status, GLib.Error(message))
+
+
+def run(procedure, run_mode, image, drawables, config, data):
+    bridge.become_group_leader()
+    if len(drawables) != 1:
+        return error_values(procedure, Gimp.PDBStatusType.CALLING_ERROR,
+                            f"{TITLE} works on exactly one layer; {len(drawables)} are selected")
+    drawable = drawables[0]
+    if not isinstance(drawable, Gimp.Layer) or drawable.is_group() or drawable.is_floating_sel():
+        return error_values(procedure, Gimp.PDBStatusType.CALLING_ERROR,
+                            f"{TITLE} works on a normal layer (not a layer group, mask, channel or "
+                            "floating selection); select one in the Layers dialog")
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    try:
+        layer = stylize(image, drawable, config, run_mode)
+    except (UserError, bridge.BridgeError) as exc:
+        return error_values(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(exc))
+    except Exception as exc:  # a bug: say so in one line, keep the traceback on stderr
+        traceback.print_exc()
+        return error_values(procedure, Gimp.PDBStatusType.EXECUTION_ERROR,
+                            f"{TITLE}: internal error in the plug-in ({type(exc).__name__}: {exc}); "
+                            "please report it with GIMP's error console output")
+    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    values.remove(1)
+    values.insert(1, GObject.Value(Gimp.Layer, layer))
+    return values
+
+
+def _choice(items):
+    choice = Gimp.Choice.new()
+    for index, (nick, label, help_text) in enumerate(items):
+        choice.add(nick, index, label, help_text)
+    return choice
+
+
+class NeuralStyleTransfer(Gimp.PlugIn):
+    def do_set_i18n(self, name):
+        return False
+
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("_Neural Style Transfer...")
+        procedure.add_menu_path("<Image>/Filters/Artistic")
+        procedure.set_documentation(
+            "Repaint the layer in the style of a painting (neural style transfer)",
+            "Stylises the active layer with a style image (Gatys et al. 2015) using the nst-core engine, "
+            "which runs as a separate process. The result is a new layer above the source, limited to "
+            "the selection; the source is not changed. Style strength is logarithmic: 50 is the "
+            "engine's default style weight 1.0, every 25 points multiplies it by 10.",
+            name)
+        procedure.set_attribution("nst-core developers", "nst-core developers, MIT licence", "2025")
+        procedure.add_file_argument("style-file", "Style _image", "The painting whose style is applied",
+                                    Gimp.FileChooserAction.OPEN, True, None, RW)
+        procedure.add_layer_argument("style-layer", "Or style _layer",
+                                     "An open layer to use as the style image instead of the file",
+                                     True, RW)
+        procedure.add_choice_argument(
+            "preset", "_Quality", "Speed/quality preset of the engine",
+            _choice([("fast", "Fast (256 px, 100 steps)", "A quick look"),
+                     ("balanced", "Balanced (512 px)", "Coarse to fine, 250 steps per scale"),
+                     ("best", "Best (1024 px, slow on a CPU)", "Gatys' settings, 500 steps per scale")]),
+            "fast", RW)
+        procedure.add_double_argument("strength", "Style _strength",
+                                      "0-100, logarithmic: 50 = the engine's default style weight, "
+                                      "+25 = 10x more style, -25 = 10x less",
+                                      0.0, 100.0, bridge.STRENGTH_DEFAULT, RW)
+        procedure.add_int_argument("size", "_Working size",
+                                   "Longest side the engine works at, in pixels (0 = the preset's); "
+                                   "the result is scaled to the layer", 0, 8192, 0, RW)
+        procedure.add_int_argument("steps", "S_teps", "Optimiser steps per scale (0 = the preset's)",
+                                   0, 100000, 0, RW)
+        procedure.add_int_argument("seed", "S_eed", "Random seed: the same seed gives the same result",
+                                   0, 2**31 - 1, 0, RW)
+        procedure.add_choice_argument(
+            "device", "_Device", "Where the engine computes",
+            _choice([("auto", "Automatic (GPU if available)", ""), ("cpu", "CPU", ""),
+                     ("cuda", "NVIDIA GPU (CUDA)", ""), ("mps", "Apple GPU (MPS)", "")]),
+            "auto", RW)
+        procedure.add_layer_return_value("layer", "Layer", "The new stylised layer", False, RW)
+        return procedure
+
+
+if __name__ == "__main__":
+    Gimp.main(NeuralStyleTransfer.__gtype__, sys.argv)
