@@ -1,0 +1,176 @@
+"""Runs INSIDE GIMP 3 (gimp-console-3.0 --batch-interpreter=python-fu-eval), started by run_gimp_e2e.sh.
+
+python-fu-eval exec()s this file with Gimp, Gegl, Gio, GLib, GObject and sys already imported.
+It calls the installed plug-in through the PDB exactly as another plug-in or script would, and
+records what happened (statuses, messages, layer properties, raw pixel dumps) in
+``$NST_E2E_OUT/results.json``. It asserts nothing about the pictures: the checks run outside GIMP,
+in tests/test_gimp_e2e.py, so a failure there shows real numbers. It raises (GIMP exits 64) only
+when the plug-in is not registered at all, because then nothing else can be measured.
+
+Cases: cancel (the plug-in is SIGKILLed mid-run by the host, as GIMP's Cancel does), rgba
+(8-bit RGBA photo, style from a file), gray16 (16-bit grayscale with a feathered selection, style
+from an open layer), and the error paths: missing style file, a style file that is not an image,
+an engine Python without nst-core, an engine Python that does not exist.
+"""
+
+import json
+import os
+import time
+
+OUT = os.environ["NST_E2E_OUT"]
+PROC_NAME = "python-fu-nst-style-transfer"
+ENGINE_CONFIG = os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", "nst-style-transfer", "nst-engine.json")
+results = {"cases": {}, "gimp_version": Gimp.version()}
+
+
+def save_results():
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def out(name):
+    return os.path.join(OUT, name)
+
+
+def dump(drawable, name, fmt):
+    """Raw pixels of ``drawable`` in babl format ``fmt`` -> OUT/name.raw (read back by the test)."""
+    w, h = drawable.get_width(), drawable.get_height()
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.CLAMP)
+    with open(out(name + ".raw"), "wb") as f:
+        f.write(bytes(data))
+    return {"path": out(name + ".raw"), "width": w, "height": h, "format": fmt}
+
+
+def describe(layer):
+    _, x, y = layer.get_offsets()
+    return {"id": layer.get_id(), "name": layer.get_name(), "width": layer.get_width(),
+            "height": layer.get_height(), "offsets": [x, y], "has_alpha": layer.has_alpha(),
+            "is_gray": layer.is_gray(), "has_mask": layer.get_mask() is not None,
+            "visible": layer.get_visible()}
+
+
+def call(image, layer, **props):
+    """Run the plug-in non-interactively; returns its status, message or returned layer id, and time."""
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for key, value in props.items():
+        config.set_property(key.replace("_", "-"), value)
+    started = time.time()
+    values = procedure.run(config)
+    status = values.index(0)
+    record = {"status": status.value_nick, "seconds": round(time.time() - started, 2)}
+    if status == Gimp.PDBStatusType.SUCCESS:
+        returned = values.index(1)
+        record["returned_layer"] = returned.get_id() if returned is not None else None
+    elif values.length() > 1:
+        record["message"] = str(values.index(1))
+    return record
+
+
+def set_engine_python(python):
+    with open(ENGINE_CONFIG) as f:
+        config = json.load(f)
+    previous = config["python"]
+    config["python"] = python
+    with open(ENGINE_CONFIG, "w") as f:
+        json.dump(config, f)
+    return previous
+
+
+def load(path):
+    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+
+
+procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
+results["registered"] = procedure is not None
+if procedure is not None:
+    results["menu_paths"] = list(procedure.get_menu_paths())
+    results["image_types"] = procedure.get_image_types()
+save_results()
+if procedure is None:
+    raise RuntimeError(f"{PROC_NAME} is not registered: the plug-in was not installed correctly")
+
+STYLE = Gio.File.new_for_path(out("style.png"))
+TIMES = {}
+
+# cancel: the host's watcher (run_gimp_e2e.sh) SIGKILLs the plug-in once its engine runs.
+image = load(out("content.png"))
+record = call(image, image.get_layers()[0], style_file=Gio.File.new_for_path(out("cancel-style.png")),
+              size=96, steps=500, seed=3)
+record["layers_after"] = len(image.get_layers())
+record["tempdirs_after"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
+results["cases"]["cancel"] = record
+image.delete()
+save_results()
+
+# rgba: an 8-bit RGBA photo with graded and fully transparent alpha, style from a file.
+image = load(out("content.png"))
+source = image.get_layers()[0]
+before = dump(source, "rgba-source-before", "R'G'B'A u8")
+record = call(image, source, style_file=STYLE, preset="fast", strength=50.0, size=96, steps=10, seed=1)
+record["layers"] = [describe(layer) for layer in image.get_layers()]
+record["source_before"] = before
+record["source_after"] = dump(source, "rgba-source-after", "R'G'B'A u8")
+record["source_id"] = source.get_id()
+if len(image.get_layers()) > 1:
+    record["result"] = dump(image.get_layers()[0], "rgba-result", "R'G'B'A u8")
+results["cases"]["rgba"] = record
+image.delete()
+save_results()
+
+# gray16: 16-bit grayscale, feathered elliptical selection, style from a layer of another open image.
+image = load(out("content.png"))
+image.convert_grayscale()
+image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+source = image.get_layers()[0]
+image.select_ellipse(Gimp.ChannelOps.REPLACE, 24, 14, 48, 40)
+Gimp.Selection.feather(image, 12.0)
+style_image = load(out("style.png"))
+style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
+before = dump(source, "gray16-source-before", "Y'A u16")
+record = call(image, source, style_layer=style_image.get_layers()[0], size=64, steps=4, seed=2)
+record["precision"] = image.get_precision().value_nick
+record["layers"] = [describe(layer) for layer in image.get_layers()]
+record["source_before"] = before
+record["source_after"] = dump(source, "gray16-source-after", "Y'A u16")
+record["source_id"] = source.get_id()
+record["selection"] = dump(image.get_selection(), "gray16-selection", "Y u8")
+if len(image.get_layers()) > 1:
+    top = image.get_layers()[0]
+    record["result"] = dump(top, "gray16-result", "Y'A u16")
+    if top.get_mask() is not None:
+        record["mask"] = dump(top.get_mask(), "gray16-mask", "Y u8")
+results["cases"]["gray16"] = record
+style_image.delete()
+image.delete()
+save_results()
+
+# error paths: each must be EXECUTION_ERROR with a readable message, and add no layer.
+image = load(out("content.png"))
+source = image.get_layers()[0]
+
+
+def error_case(name, **props):
+    record = call(image, source, **props)
+    record["layers_after"] = len(image.get_layers())
+    results["cases"][name] = record
+    save_results()
+
+
+error_case("missing-style", style_file=Gio.File.new_for_path(out("does-not-exist.png")), size=64, steps=2)
+error_case("not-an-image", style_file=Gio.File.new_for_path(out("not-an-image.jpg")), size=64, steps=2)
+error_case("no-style", size=64, steps=2)
+original = set_engine_python("/usr/bin/python3")  # GIMP's own Python: no nst-core
+try:
+    error_case("engine-without-nst", style_file=STYLE, size=64, steps=2)
+    set_engine_python("/nonexistent/bin/python3")
+    error_case("engine-missing", style_file=STYLE, size=64, steps=2)
+finally:
+    set_engine_python(original)
+image.delete()
+
+results["tempdirs_at_end"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
+results["done"] = True
+save_results()

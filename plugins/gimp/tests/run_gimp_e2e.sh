@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# End-to-end test of the GIMP plug-in in a real GIMP 3, with the project's real engine.
+#
+#   plugins/gimp/tests/run_gimp_e2e.sh OUT_DIR
+#
+# 1. builds or reuses the Debian 13 chroot with GIMP 3.0 (gimp3-chroot.sh; ~1.5 min cold, cached);
+# 2. writes test images into OUT_DIR (examples/tubingen.jpg scaled to 96x72 with an alpha channel,
+#    examples/starry_night.jpg scaled down, a text file named .jpg);
+# 3. installs the plug-in with `nst gimp install --dir OUT_DIR/gimp-config/plug-ins --python ENGINE`
+#    into a copy of a pre-warmed GIMP config folder;
+# 4. runs gimp-console-3.0 in batch mode in the chroot (gimp_batch.py calls the plug-in through the
+#    PDB), while cancel_watcher.py kills the plug-in of the "cancel" case from outside.
+#
+# The engine is the project's venv on the host: GIMP's Python in the chroot (3.13, no torch) runs
+# ENGINE = OUT_DIR/engine-python, a two-line script that chroots back out through /proc/$$/root
+# (this script's own root, i.e. the host's) into $NST_E2E_PYTHON (default: .venv/bin/python).
+# OUT_DIR is bound at its own path inside the chroot, so every path means the same on both sides.
+# Results: OUT_DIR/results.json, OUT_DIR/cancel.json, raw pixel dumps, OUT_DIR/gimp.log; the checks
+# are in tests/test_gimp_e2e.py (pytest -m gimp). Needs root; see gimp3-chroot.sh check.
+# Exit status: 0 ran (the checks decide), 77 cannot run on this machine (the reason is printed), else failed.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../../.." && pwd)
+PY=${NST_E2E_PYTHON:-$REPO/.venv/bin/python}
+[ $# -eq 1 ] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
+mkdir -p "$1"
+OUT=$(realpath "$1")
+CHROOT_SH="$HERE/gimp3-chroot.sh"
+t0=$SECONDS
+
+reason=$(bash "$CHROOT_SH" check) || { echo "SKIP: $reason"; exit 77; }
+ROOT=$(bash "$CHROOT_SH" ensure) || {
+    rc=$?; [ $rc -eq 77 ] && echo "SKIP: the GIMP 3 chroot cannot be built here (see the log above)"; exit $rc; }
+t_chroot=$((SECONDS - t0))
+
+# Test inputs, made with the venv's Pillow.
+"$PY" - "$REPO/examples" "$OUT" <<'EOF'
+import sys
+from pathlib import Path
+from PIL import Image
+examples, out = Path(sys.argv[1]), Path(sys.argv[2])
+content = Image.open(examples / "tubingen.jpg").convert("RGB").resize((96, 72), Image.LANCZOS)
+# alpha: a left-to-right ramp 255 -> 64, and a fully transparent 12x12 corner
+alpha = Image.linear_gradient("L").rotate(90).resize((96, 72)).point(lambda v: 64 + (v * 191) // 255)
+alpha.paste(0, (84, 60, 96, 72))
+content.putalpha(alpha)
+content.save(out / "content.png")
+style = Image.open(examples / "starry_night.jpg").convert("RGB")
+style.thumbnail((128, 128), Image.LANCZOS)
+style.save(out / "style.png")
+style.save(out / "cancel-style.png")
+(out / "not-an-image.jpg").write_text("this is not a picture\n")
+EOF
+
+# The GIMP config folder: a copy of the template warmed when the chroot was built.
+rm -rf "$OUT/gimp-config" "$OUT/tmp" "$OUT/results.json" "$OUT/cancel.json"
+cp -a "$ROOT/opt/gimp-config-template" "$OUT/gimp-config"
+mkdir -p "$OUT/tmp"
+cp "$HERE/gimp_batch.py" "$OUT/gimp_batch.py"
+
+# The engine as the plug-in sees it from inside the chroot.
+cat >"$OUT/engine-python" <<EOF
+#!/bin/sh
+# Written by run_gimp_e2e.sh: leave the GIMP chroot through the test runner's root, run the venv.
+exec /usr/sbin/chroot /proc/$$/root $PY "\$@"
+EOF
+chmod 755 "$OUT/engine-python"
+
+# Install exactly as a user would (the recorded interpreter is the wrapper above).
+"$PY" -m nst_cli gimp install --dir "$OUT/gimp-config/plug-ins" --python "$OUT/engine-python"
+
+"$PY" "$HERE/cancel_watcher.py" "$OUT" cancel-style.png 240 &
+watcher=$!
+
+t1=$SECONDS
+set +e
+bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
+    GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
+    timeout 400 gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
+    -b "exec(open('$OUT/gimp_batch.py').read())" --quit >"$OUT/gimp.log" 2>&1
+rc=$?
+set -e
+t_gimp=$((SECONDS - t1))
+if kill -0 "$watcher" 2>/dev/null; then kill "$watcher" 2>/dev/null || true; fi
+wait "$watcher" 2>/dev/null || true
+echo "gimp-console rc=$rc; chroot ${t_chroot}s, gimp ${t_gimp}s, total $((SECONDS - t0))s"
+[ $rc -eq 0 ] || tail -n 40 "$OUT/gimp.log"
+exit $rc
