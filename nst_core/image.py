@@ -555,7 +555,7 @@ def to_pil(image: Tensor, alpha: Tensor | None = None) -> Image.Image:
         raise ImageError(f"an image tensor must be (1, 3, H, W) or (3, H, W), got {tuple(image.shape)}")
     image = image.detach().to("cpu", torch.float32)
     if not torch.isfinite(image).all():
-        raise ImageError("the image holds NaN or infinite values; refusing to write a broken image")
+        raise ImageError("the image holds NaN or infinite values, so it would come out broken")
     arr = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     im = Image.fromarray(arr.permute(1, 2, 0).contiguous().numpy(), "RGB")
     if alpha is not None:
@@ -666,7 +666,13 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         raise ImageError(f"{path}: {str(directory)!r} is not a folder; choose another path")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder; give a file name such as {path / ('out' + path.suffix)}")
-    im = image if isinstance(image, Image.Image) else to_pil(image, alpha)
+    if isinstance(image, Image.Image):
+        im = image
+    else:
+        try:
+            im = to_pil(image, alpha)
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}; nothing was written") from None
     longest = MAX_SIDE.get(fmt)
     if longest is not None and max(im.size) > longest:
         raise ImageError(f"{path}: {fmt} cannot store an image {im.size[0]} x {im.size[1]} (at most {longest} "
