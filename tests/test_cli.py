@@ -58,13 +58,19 @@ def site(tmp_path, monkeypatch):
         del sys.modules[name]
 
 
+def install_plugin(site, name: str, source: str) -> None:
+    """A distribution ``nst-cli-test-NAME 1.2.3`` with the nst_core entry point NAME = module."""
+    module = f"nst_cli_test_{name}"
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{module}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: nst-cli-test-{name}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[nst_core]\n{name} = {module}\n")
+
+
 def install_broken_plugin(site) -> None:
     """A distribution whose nst_core entry point cannot be imported."""
-    (site / "nst_cli_test_broken.py").write_text("import no_such_module_for_nst_cli\n")
-    info = site / "nst_cli_test_broken-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nst-cli-test-broken\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text("[nst_core]\nbroken = nst_cli_test_broken\n")
+    install_plugin(site, "broken", "import no_such_module_for_nst_cli\n")
 
 
 # --- a real run -------------------------------------------------------------------------------
@@ -106,6 +112,29 @@ def test_non_finite_loss_keeps_the_last_finite_image_and_exits_3(tmp_path):
     done = events(result.stdout)[-1]
     assert done["event"] == "done" and done["status"] == "non-finite" and "non-finite" in done["message"]
     assert read_image(out).size == (64, 48)
+
+
+def test_jsonl_stdout_stays_clean_when_a_plugin_prints(site, tmp_path):
+    install_plugin(site, "chatty", """\
+        from nst_core import LossTerm, hookimpl
+
+        class Chatty(LossTerm):
+            role = "image"
+
+            def bind(self, targets):
+                print("chatty: bound")
+                return lambda image, features, layer_weights: image.sum() * 0
+
+        @hookimpl
+        def nst_register_loss_terms(register):
+            print("chatty: registering")
+            register("chatty", Chatty)
+        """)
+    result = nst("run", CONTENT, STYLE, "-o", tmp_path / "out.png", "--size", 64, "--steps", 1, "--loss", "chatty",
+                 "--progress", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    assert [e["event"] for e in events(result.stdout)] == ["start", "step", "done"]
+    assert "chatty: registering" in result.stderr and "chatty: bound" in result.stderr
 
 
 # --- user errors: one line, exit 1, nothing written ----------------------------------------------

@@ -8,6 +8,7 @@ JSON lines (the contract in PROGRESS_JSONL.md).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 import enum
 import json
@@ -209,12 +210,27 @@ def _finite(value: Any) -> Any:
 
 
 class JsonlReporter(Reporter):
-    """One JSON object per line on stdout, flushed at once (see PROGRESS_JSONL.md)."""
+    """One JSON object per line on stdout, flushed at once (see PROGRESS_JSONL.md).
+
+    Inside ``with``, anything else printed to ``sys.stdout`` (a chatty plug-in) goes to stderr,
+    so stdout carries only the events.
+    """
+
+    def __init__(self) -> None:
+        self._out = sys.stdout
+        self._redirect = contextlib.redirect_stdout(sys.stderr)
+
+    def __enter__(self) -> JsonlReporter:
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._redirect.__exit__(None, None, None)
 
     def _emit(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, **_finite(fields)}, allow_nan=False)
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        self._out.write(line + "\n")
+        self._out.flush()
 
     def start(self, run: RunInfo) -> None:
         self._emit("start", version=run.version, device=run.device, seed=run.seed,

@@ -1,15 +1,15 @@
 """``nst run``: stylise one image. Validates everything cheap first, then calls nst_core.stylize.
 
-Order: plug-ins, settings (preset < config file < command line), names and layers (the engine's
-``plan_run``), output path, input images, device, seed; then the ``start`` event, the run, the output file and the ``done`` event. A user
-error stops before anything is written; Ctrl-C / SIGTERM stop the run and the best image so far
-is saved.
+Order: plug-ins, settings (preset < config file < command line), output path, input images,
+device, names and layers (the engine's ``plan_run``), seed; then the ``start`` event, the run, the
+output file and the ``done`` event. A user error stops before anything is written; Ctrl-C /
+SIGTERM stop the run and the best image so far is saved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import os
 from pathlib import Path
 import secrets
@@ -82,21 +82,21 @@ def prepare(content: Path, styles: tuple[Path, ...], output: Path, command_line:
     """Everything cheap, in the order a person would fix it; raises :class:`NSTError`."""
     registries = load_registries(reporter.warning)
     settings = resolve(command_line, config_file, registries)
-    plan_run(settings.config, registries)  # every name and layer, before the start event
-    blend = settings.config.style_blend
-    if blend is not None and len(blend) != len(styles):
-        raise ConfigError(f"--style-blend has {len(blend)} weight(s) for {len(styles)} style image(s); give one each")
+    config = settings.config
+    if config.style_blend is not None and len(config.style_blend) != len(styles):
+        raise ConfigError(f"--style-blend has {len(config.style_blend)} weight(s) for {len(styles)} style "
+                          f"image(s); give one each")
     inputs = [content, *styles, *([settings.init_image] if settings.init_image else [])]
     check_output(output, inputs)
     images = [nst_core.read_image(path) for path in inputs]
     notes = tuple(note for image in images for note in image.notes)
     for note in notes:
         reporter.warning(note)
-    device = nst_core.resolve_device(settings.config.device)
-    config = settings.config
+    device = nst_core.resolve_device(config.device)
+    plan_run(config, registries)  # every name and layer (and the backbone's weights), before the start event
     if config.seed is None:
         config = config.replace(seed=secrets.randbelow(2**31))
-    settings = RunSettings(config, settings.init_image, settings.save_every, settings.preset)
+        settings = replace(settings, config=config)
     sizes = planned_sizes(config, images[0])
     info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
                    seed=config.seed, sizes=sizes, total=config.steps * len(sizes))
@@ -239,7 +239,9 @@ def run(
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write the result to OUT.
 
-    The seed, device and working sizes are printed first, so a run can be repeated with --seed. Progress goes to stderr; with --progress jsonl, JSON events go to stdout.
+    The seed, device and working sizes are printed first, so a run can be repeated with --seed.
+
+    Progress goes to stderr; with --progress jsonl, JSON events go to stdout (PROGRESS_JSONL.md).
     """
     command_line = {setting.key: ctx.params[setting.param] for setting in SETTINGS}
     with make_reporter(progress) as reporter, StopOnSignal() as stop:
