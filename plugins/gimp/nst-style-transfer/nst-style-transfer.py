@@ -53,22 +53,26 @@ class UserError(Exception):
 # ------------------------------------------------------------------------------------------------
 
 
+def is_8_bit(image):
+    return image.get_precision() in (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR,
+                                     Gimp.Precision.U8_PERCEPTUAL)
+
+
 def pixel_format(image):
     """The babl format used for the final merge: 8-bit images stay 8-bit, deeper ones go through float."""
-    precision = image.get_precision()
-    if precision in (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL):
-        return "R'G'B'A u8", 1
-    return "R'G'B'A float", 4
+    return ("R'G'B'A u8", 1) if is_8_bit(image) else ("R'G'B'A float", 4)
 
 
 def export_rgb_png(drawable, x, y, width, height, path):
-    """Write a region of ``drawable`` (layer coordinates) as an 8-bit sRGB RGB PNG for the engine.
+    """Write a region of ``drawable`` (layer coordinates) as an sRGB RGB PNG for the engine:
+    8-bit for 8-bit images, 16-bit for deeper ones (the engine reads 16-bit PNGs at full precision).
 
     Alpha is not sent: the plug-in keeps the source's alpha itself (see insert_result).
     """
-    data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, "R'G'B' u8",
+    bits = 8 if is_8_bit(drawable.get_image()) else 16
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, f"R'G'B' u{bits}",
                                      Gegl.AbyssPolicy.CLAMP)
-    bridge.write_png(path, width, height, bytes(data), channels=3)
+    bridge.write_png(path, width, height, bytes(data), channels=3, bit_depth=bits)
 
 
 def load_stylised(path, width, height, fmt):

@@ -1,0 +1,440 @@
+"""The GIMP-free half of the GIMP plug-in (plugins/gimp/nst-style-transfer/nst_gimp_bridge.py).
+
+No GIMP here: argument building, the strength mapping, jsonl progress parsing, error messages,
+temp folders, PNG writing and the engine's process handling. The argument list is also run
+through the real ``nst run`` (real engine, tiny image), so the plug-in and the CLI cannot drift
+apart unnoticed. The GIMP side is tested in a real GIMP by test_gimp_e2e.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+import py_compile
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+from PIL import Image
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = REPO / "plugins" / "gimp" / "nst-style-transfer"
+
+
+def _load_bridge():
+    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", PLUGIN_DIR / "nst_gimp_bridge.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bridge = _load_bridge()
+
+
+# ---------------------------------------------------------------------------------------------
+# The plug-in file itself
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plugin_compiles_and_is_laid_out_as_gimp_requires(tmp_path):
+    entry = PLUGIN_DIR / "nst-style-transfer.py"
+    py_compile.compile(str(entry), cfile=str(tmp_path / "x.pyc"), doraise=True)
+    py_compile.compile(str(PLUGIN_DIR / "nst_gimp_bridge.py"), cfile=str(tmp_path / "y.pyc"), doraise=True)
+    assert entry.stem == PLUGIN_DIR.name  # GIMP silently ignores a plug-in whose folder name differs
+    assert entry.read_text().startswith("#!/usr/bin/env python3\n")
+    assert os.access(entry, os.X_OK), "GIMP silently ignores a plug-in file that is not executable"
+    mode = subprocess.run(["git", "ls-files", "-s", str(entry)], cwd=REPO, capture_output=True, text=True).stdout
+    assert mode.startswith("100755") or not mode, "commit the plug-in with its exec bit (git update-index --chmod=+x)"
+
+
+def test_bridge_imports_no_gi():
+    source = (PLUGIN_DIR / "nst_gimp_bridge.py").read_text()
+    assert "import gi" not in source and "from gi" not in source
+
+
+# ---------------------------------------------------------------------------------------------
+# Strength -> --style-weight
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("strength", "weight"), [(0, 0.01), (25, 0.1), (50, 1.0), (75, 10.0), (100, 100.0)])
+def test_strength_table(strength, weight):
+    assert bridge.strength_to_style_weight(strength) == pytest.approx(weight)
+    assert bridge.style_weight_to_strength(weight) == pytest.approx(strength)
+
+
+def test_strength_is_monotonic_and_clamped():
+    weights = [bridge.strength_to_style_weight(s) for s in range(0, 101, 5)]
+    assert weights == sorted(weights) and len(set(weights)) == len(weights)
+    assert bridge.strength_to_style_weight(-10) == pytest.approx(0.01)
+    assert bridge.strength_to_style_weight(1e9) == pytest.approx(100.0)
+    with pytest.raises(ValueError):
+        bridge.style_weight_to_strength(0)
+
+
+def test_default_strength_is_the_engines_default_style_weight():
+    from nst_core import StyleConfig
+
+    assert bridge.strength_to_style_weight(bridge.STRENGTH_DEFAULT) == pytest.approx(StyleConfig().style_weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# argv
+# ---------------------------------------------------------------------------------------------
+
+
+def test_build_argv_full():
+    request = bridge.EngineRequest(content="/t/c.png", style="/s/my style.jpg", output="/t/o.png", preset="best",
+                                   strength=75, size=640, steps=30, seed=7, device="cuda")
+    assert bridge.build_argv("/venv/bin/python", request) == [
+        "/venv/bin/python", "-u", "-m", "nst_cli", "run", "/t/c.png", "/s/my style.jpg", "-o", "/t/o.png",
+        "--preset", "best", "--style-weight", "10", "--seed", "7", "--progress", "jsonl",
+        "--size", "640", "--steps", "30", "--device", "cuda"]
+
+
+def test_build_argv_leaves_preset_values_alone():
+    argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o"))
+    assert "--size" not in argv and "--steps" not in argv and "--device" not in argv
+    assert argv[argv.index("--style-weight") + 1] == "1"
+    assert argv[argv.index("--preset") + 1] == "fast"
+
+
+@pytest.mark.parametrize("bad", [{"preset": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5}])
+def test_request_rejects_bad_values(bad):
+    with pytest.raises(bridge.BridgeError):
+        bridge.EngineRequest(content="c", style="s", output="o", **bad)
+
+
+def test_presets_and_devices_are_the_engines():
+    from nst_core.builtins.presets import PRESETS
+
+    assert set(bridge.PRESETS) == set(PRESETS)
+
+
+def test_engine_environment_drops_gimps_python_variables():
+    env = bridge.engine_environment({"PYTHONHOME": "/gimp", "PYTHONPATH": "/gimp/lib", "HOME": "/h"})
+    assert "PYTHONHOME" not in env and "PYTHONPATH" not in env
+    assert env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the engine
+# ---------------------------------------------------------------------------------------------
+
+
+def test_find_engine_prefers_the_environment(tmp_path):
+    (tmp_path / bridge.CONFIG_NAME).write_text(json.dumps({"python": "/from/config"}))
+    found = bridge.find_engine(str(tmp_path), {bridge.ENV_PYTHON: "/from/env"})
+    assert (found.python, found.source) == ("/from/env", "NST_GIMP_PYTHON")
+    found = bridge.find_engine(str(tmp_path), {})
+    assert found.python == "/from/config" and found.source.endswith(bridge.CONFIG_NAME)
+
+
+def test_find_engine_without_install_says_what_to_do(tmp_path):
+    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
+        bridge.find_engine(str(tmp_path), {})
+    (tmp_path / bridge.CONFIG_NAME).write_text("{not json")
+    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
+        bridge.find_engine(str(tmp_path), {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+RUN_EVENTS = [
+    {"event": "start", "version": "0.1.0", "device": "cpu", "seed": 1, "sizes": [[91, 64], [128, 90]],
+     "total": 4, "output": "/t/o.png"},
+    {"event": "step", "step": 1, "total": 4, "scale": 1, "scales": 2, "size": [91, 64], "loss": 9.0,
+     "terms": {"content": 0.0, "gram": 9.0}, "elapsed": 2.0, "eta": 125.0},
+    {"event": "warning", "message": "style image is small;\n upscaled"},
+    {"event": "step", "step": 4, "total": 4, "scale": 2, "scales": 2, "size": [128, 90], "loss": 1.0,
+     "terms": {}, "elapsed": 8.0, "eta": 0.0},
+    {"event": "saved", "path": "/t/o.png", "step": 4},
+    {"event": "done", "output": "/t/o.png", "status": "finished", "message": "finished", "steps": 4,
+     "elapsed": 8.1, "loss": 1.0, "seed": 1},
+]
+
+
+def test_parse_event_ignores_non_events():
+    for line in ["", "hello", "{", "[1, 2]", '{"no": "event"}', '{"event": 3}', "Downloading... 10%"]:
+        assert bridge.parse_event(line) is None
+    assert bridge.parse_event(' {"event": "step", "step": 1}\n') == {"event": "step", "step": 1}
+
+
+def test_run_state_turns_events_into_progress_text():
+    state = bridge.RunState()
+    texts = [state.feed(event) for event in RUN_EVENTS]
+    assert texts[0] == "Style transfer: starting 4 steps on cpu"
+    assert texts[1] == "Style transfer: step 1/4, scale 1/2 (91\u00d764), about 2 min 05 s left"
+    assert texts[2] is None and state.warnings == ["style image is small; upscaled"]
+    assert texts[3] == "Style transfer: step 4/4, scale 2/2 (128\u00d790)"  # no "0 s left" at the end
+    assert texts[5] == "Style transfer: done"
+    assert state.fraction == 1.0 and state.status == "finished" and state.output == "/t/o.png"
+    assert state.error is None and state.seed == 1
+
+
+def test_run_state_fraction_before_start_and_midway():
+    state = bridge.RunState()
+    assert state.fraction == 0.0
+    state.feed({"event": "start", "total": 8})
+    state.feed({"event": "step", "step": 2, "total": 8})
+    assert state.fraction == 0.25
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, ""), (float("nan"), ""), (-1, ""), ("x", ""), (0, "0 s"), (59.4, "59 s"), (75, "1 min 15 s"),
+    (3600 * 2 + 60 * 5, "2 h 05 min")])
+def test_format_duration(seconds, text):
+    assert bridge.format_duration(seconds) == text
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_failure_message_prefers_the_engines_own_words():
+    state = bridge.RunState()
+    state.feed({"event": "error", "message": "style.jpg: no such file;\ncheck the path", "exit_code": 1})
+    message = bridge.failure_message(1, state, "nst: error: something else", None)
+    assert message == "Neural style transfer failed: style.jpg: no such file; check the path"
+
+
+def test_failure_message_falls_back_to_stderr_then_exit_code():
+    engine = bridge.EngineLocation("/venv/bin/python", "NST_GIMP_PYTHON")
+    state = bridge.RunState()
+    assert "No module named nst_cli" in bridge.failure_message(1, state, "/usr/bin/python3: No module named nst_cli",
+                                                               engine)
+    assert "killed by SIGKILL" in bridge.failure_message(-9, state, "", engine)
+    message = bridge.failure_message(2, state, "", engine)
+    assert "exit code 2" in message and "/venv/bin/python" in message
+
+
+def test_stderr_tail_finds_the_exception_line(tmp_path):
+    path = tmp_path / "err.txt"
+    path.write_text(textwrap.dedent("""\
+        nst: warning: something harmless
+        Traceback (most recent call last):
+          File "/x/y.py", line 3, in <module>
+            import torch
+        ModuleNotFoundError: No module named 'torch'
+
+        """))
+    assert bridge.stderr_tail(str(path)) == "ModuleNotFoundError: No module named 'torch'"
+    assert bridge.stderr_tail(str(tmp_path / "missing.txt")) == ""
+    path.write_text("x" * 100000 + "\nlast words\n")
+    assert bridge.stderr_tail(str(path)) == "last words"
+
+
+def test_outcome_error_accepts_a_non_finite_result_with_a_warning():
+    state = bridge.RunState(output="/t/o.png")
+    state.feed({"event": "done", "output": "/t/o.png", "status": "non-finite", "message": "loss became NaN"})
+    assert bridge.outcome_error(bridge.EngineOutcome(3, state, "")) is None
+    assert state.warnings == ["loss became NaN"]
+    assert bridge.outcome_error(bridge.EngineOutcome(0, bridge.RunState(), "")) is None
+    assert bridge.outcome_error(bridge.EngineOutcome(143, bridge.RunState(), "")).endswith("(exit code 143)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Temp folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_private_tempdir_is_named_after_the_process_and_private(tmp_path):
+    path = bridge.make_private_tempdir(str(tmp_path))
+    assert os.path.basename(path).startswith(f"gimp-nst-{os.getpid()}-")
+    assert os.stat(path).st_mode & 0o777 == 0o700
+
+
+def test_clean_stale_tempdirs(tmp_path):
+    dead = tmp_path / f"gimp-nst-{_dead_pid()}-abc"
+    alive = tmp_path / f"gimp-nst-{os.getpid()}-def"
+    old_alive = tmp_path / f"gimp-nst-{os.getpid()}-old"
+    unnamed = tmp_path / "gimp-nst-nopid"
+    other = tmp_path / "other-dir"
+    for d in (dead, alive, old_alive, unnamed, other):
+        d.mkdir()
+        (d / "content.png").write_bytes(b"x")
+    a_file = tmp_path / "gimp-nst-1-file"
+    a_file.write_text("not a folder")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old_alive, (two_days_ago, two_days_ago))
+    removed = bridge.clean_stale_tempdirs(str(tmp_path))
+    assert sorted(removed) == sorted(str(p) for p in (dead, old_alive, unnamed))
+    assert alive.is_dir() and other.is_dir() and a_file.is_file()
+    assert bridge.clean_stale_tempdirs(str(tmp_path / "missing")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixels
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("channels", "bits", "mode"), [(3, 8, "RGB"), (4, 8, "RGBA"), (1, 8, "L"), (2, 8, "LA")])
+def test_write_png_8_bit_round_trip(tmp_path, channels, bits, mode):
+    rng = np.random.default_rng(channels)
+    pixels = rng.integers(0, 256, size=(7, 5, channels), dtype=np.uint8)
+    bridge.write_png(str(tmp_path / "x.png"), 5, 7, pixels.tobytes(), channels=channels, bit_depth=bits)
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.mode == mode and im.size == (5, 7)
+        assert np.array_equal(np.asarray(im).reshape(7, 5, channels), pixels)
+
+
+def test_write_png_16_bit_keeps_full_precision(tmp_path):
+    from nst_core.image import read_image
+
+    rng = np.random.default_rng(16)
+    pixels = rng.integers(0, 65536, size=(6, 4, 3), dtype=np.uint16)  # native byte order, like GEGL's u16
+    bridge.write_png(str(tmp_path / "x.png"), 4, 6, pixels.tobytes(), channels=3, bit_depth=16)
+    loaded = read_image(tmp_path / "x.png").rgb[0].permute(1, 2, 0).numpy()
+    assert np.allclose(loaded, pixels / 65535.0, atol=1e-6)  # the engine sees all 16 bits
+
+
+def test_write_png_rejects_wrong_sizes(tmp_path):
+    with pytest.raises(ValueError, match="expected 60 bytes"):
+        bridge.write_png(str(tmp_path / "x.png"), 5, 4, b"\0" * 59, channels=3)
+
+
+@pytest.mark.parametrize(("dtype", "size"), [(np.uint8, 1), (np.uint16, 2), (np.float32, 4)])
+def test_replace_colour_keep_alpha(dtype, size):
+    rng = np.random.default_rng(size)
+    original = (rng.random((9, 11, 4)) * 200).astype(dtype)
+    stylised = (rng.random((9, 11, 4)) * 200).astype(dtype)
+    merged = np.frombuffer(bridge.replace_colour_keep_alpha(original.tobytes(), stylised.tobytes(), size),
+                           dtype=dtype).reshape(9, 11, 4)
+    assert np.array_equal(merged[..., :3], stylised[..., :3])
+    assert np.array_equal(merged[..., 3], original[..., 3])
+    with pytest.raises(ValueError):
+        bridge.replace_colour_keep_alpha(b"\0" * 8, b"\0" * 4, 1)
+
+
+def test_work_region():
+    assert bridge.work_region(400, 300, None) == (0, 0, 400, 300)
+    # a selection in the middle grows by 10 % of its larger side (at least 16 px)
+    assert bridge.work_region(400, 300, (100, 100, 200, 50)) == (80, 80, 240, 90)
+    assert bridge.work_region(400, 300, (100, 100, 20, 20)) == (84, 84, 52, 52)
+    # clipped to the layer
+    assert bridge.work_region(400, 300, (0, 290, 400, 10)) == (0, 250, 400, 50)
+    assert bridge.work_region(100, 100, (0, 0, 100, 100)) == (0, 0, 100, 100)
+
+
+def test_layer_name():
+    assert bridge.layer_name("/paintings/starry_night.jpg") == "starry_night (style transfer)"
+    assert bridge.layer_name("Starry Night") == "Starry Night (style transfer)"
+    assert bridge.layer_name("") == "Style (style transfer)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def test_run_engine_reads_events_and_survives_a_flood_on_stderr(tmp_path):
+    seen = []
+    argv = _python("""
+        import json, sys
+        print("a library printing to stdout")
+        print(json.dumps({"event": "start", "total": 2, "device": "cpu", "seed": 3, "output": "o.png"}), flush=True)
+        sys.stderr.write("x" * 500000 + "\\n")   # far more than a pipe holds
+        for k in (1, 2):
+            print(json.dumps({"event": "step", "step": k, "total": 2, "eta": 2 - k}), flush=True)
+        print(json.dumps({"event": "done", "status": "finished", "output": "o.png", "steps": 2}))
+    """)
+    outcome = bridge.run_engine(argv, str(tmp_path), lambda f, t: seen.append((f, t)), env=dict(os.environ))
+    assert outcome.returncode == 0 and bridge.outcome_error(outcome) is None
+    assert [f for f, _ in seen] == [0.0, 0.5, 1.0, 1.0]
+    assert seen[1][1] == "Style transfer: step 1/2, about 1 s left"
+    assert outcome.state.output == "o.png"
+
+
+def test_run_engine_reports_the_error_event(tmp_path):
+    argv = _python("""
+        import json, sys
+        print(json.dumps({"event": "error", "message": "bad.jpg: text, not image data", "exit_code": 1}))
+        sys.exit(1)
+    """)
+    outcome = bridge.run_engine(argv, str(tmp_path), lambda f, t: None, env=dict(os.environ))
+    assert bridge.outcome_error(outcome) == "Neural style transfer failed: bad.jpg: text, not image data"
+
+
+def test_run_engine_that_cannot_start(tmp_path):
+    engine = bridge.EngineLocation("/nonexistent/python", "NST_GIMP_PYTHON")
+    with pytest.raises(bridge.BridgeError, match="cannot start the engine's Python '/nonexistent/python'"):
+        bridge.run_engine(["/nonexistent/python", "-c", "pass"], str(tmp_path), lambda f, t: None, engine=engine)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_engine_dies_with_a_sigkilled_plugin(tmp_path):
+    """GIMP's Cancel SIGKILLs the plug-in; its engine must not live on (PR_SET_PDEATHSIG)."""
+    pid_file = tmp_path / "engine.pid"
+    plugin = textwrap.dedent(f"""
+        import importlib.util, sys, os
+        spec = importlib.util.spec_from_file_location("nst_gimp_bridge", {str(PLUGIN_DIR / "nst_gimp_bridge.py")!r})
+        bridge = importlib.util.module_from_spec(spec); sys.modules[spec.name] = bridge; spec.loader.exec_module(bridge)
+        bridge.become_group_leader()
+        engine = [sys.executable, "-c",
+                  "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+        bridge.run_engine(engine, {str(tmp_path)!r}, lambda f, t: None)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", plugin])
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine_pid = int(pid_file.read_text())
+    assert os.getpgid(proc.pid) == proc.pid  # become_group_leader worked
+    assert os.getpgid(engine_pid) == proc.pid  # the engine is in the plug-in's group
+    os.kill(proc.pid, signal.SIGKILL)  # only the plug-in, not its group
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(engine_pid, signal.SIGKILL)
+        pytest.fail("the engine outlived the SIGKILLed plug-in")
+
+
+def test_argv_runs_the_real_engine(tmp_path, examples):
+    """What the plug-in sends is what `nst run` accepts: a real run, real VGG19, tiny image, 2 steps."""
+    content = tmp_path / "content.png"
+    with Image.open(examples / "tubingen.jpg") as im:
+        im.convert("RGB").resize((48, 36)).save(content)
+    request = bridge.EngineRequest(content=str(content), style=str(examples / "starry_night.jpg"),
+                                   output=str(tmp_path / "out.png"), strength=60, size=40, steps=2, seed=5,
+                                   device="cpu")
+    fractions, texts = [], []
+
+    def on_progress(fraction, text):
+        fractions.append(fraction)
+        if text:
+            texts.append(text)
+
+    outcome = bridge.run_engine(bridge.build_argv(sys.executable, request), str(tmp_path), on_progress)
+    assert bridge.outcome_error(outcome) is None, outcome
+    assert outcome.state.status == "finished" and outcome.state.seed == 5
+    assert Path(outcome.state.output) == tmp_path / "out.png" and (tmp_path / "out.png").is_file()
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(t.startswith("Style transfer: step 2/2") for t in texts)
+    with Image.open(tmp_path / "out.png") as out:
+        assert max(out.size) == 40
