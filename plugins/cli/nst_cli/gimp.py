@@ -81,13 +81,15 @@ def plugin_source() -> Path:
     """The folder holding the plug-in's files in this installation of nst-core.
 
     A source checkout (``pip install -e .`` / ``make venv``) has it at plugins/gimp/ next to the
-    CLI package; ``$NST_GIMP_PLUGIN_SOURCE`` points elsewhere.
+    CLI package; a wheel would carry it as data files in ``<prefix>/share/nst-core/gimp/``;
+    ``$NST_GIMP_PLUGIN_SOURCE`` points elsewhere.
     """
     candidates = []
     if os.environ.get(ENV_SOURCE):
         candidates.append(Path(os.environ[ENV_SOURCE]))
     here = Path(__file__).resolve().parent  # plugins/cli/nst_cli
-    candidates += [here.parent.parent / "gimp" / PLUGIN_NAME, here / "gimp_plugin" / PLUGIN_NAME]
+    candidates += [here.parent.parent / "gimp" / PLUGIN_NAME,
+                   Path(sys.prefix) / "share" / "nst-core" / "gimp" / PLUGIN_NAME]
     for folder in candidates:
         if all((folder / name).is_file() for name in PLUGIN_FILES):
             return folder
