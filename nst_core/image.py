@@ -228,22 +228,18 @@ def _open_file(path: Path, label: str) -> io.BufferedReader:
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     """``array`` ``(H, W, ...)`` as displayed for EXIF orientation 1..8 (what
-    ``PIL.ImageOps.exif_transpose`` does to an image)."""
-    if orientation == 2:
-        return array[:, ::-1]
-    if orientation == 3:
-        return array[::-1, ::-1]
-    if orientation == 4:
-        return array[::-1]
-    if orientation == 5:
-        return array.swapaxes(0, 1)
-    if orientation == 6:
-        return np.rot90(array, -1)
-    if orientation == 7:
-        return array[::-1, ::-1].swapaxes(0, 1)
-    if orientation == 8:
-        return np.rot90(array, 1)
-    return array
+    ``PIL.ImageOps.exif_transpose`` does to an image). A turned array is a fresh C-ordered copy:
+    torch refuses negative strides, and numpy keeps them even on a 1-pixel side."""
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return array if turned is None else turned(array).copy(order="C")
 
 
 def _orientation(im: Image.Image, label: str, notes: list[str]) -> int:

@@ -371,6 +371,20 @@ def test_tiff_orientation_tag(tmp_path):
     assert np.array_equal(got, np.rot90(data, 1))
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_is_applied_once(tmp_path, mode, orientation):
+    """Pillow turns TIFFs itself while loading (and drops the tag), but when it memory-maps an
+    uncompressed gray or CMYK TIFF opened by name it loses orientations 5-8. read_image opens a
+    file object and must come out right, turned exactly once, for every mode and orientation."""
+    stored = Image.fromarray(_asymmetric()).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "o.tif", exif=exif)
+    expected = _orient(np.asarray(stored.convert("RGB")), orientation)
+    assert np.array_equal(np.round(hwc(read_image(tmp_path / "o.tif")) * 255), expected)
+
+
 def test_16_bit_png_with_exif_orientation_keeps_precision(tmp_path):
     samples = np.random.default_rng(9).integers(0, 65536, (3, 5, 3), dtype=np.uint16)
     exif = Image.Exif()
