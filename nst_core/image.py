@@ -332,8 +332,9 @@ def _gray_scale(im: Image.Image, rawmodes: list[str], values: np.ndarray) -> flo
 
 def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tuple[np.ndarray, np.ndarray | None,
                                                                                     bytes | None, list[str]]:
-    """Pixels of frame 0 of ``im`` as ``(H, W, 3)`` float32 sRGB and ``(H, W)`` alpha (or ``None``),
-    both in [0, 1] and oriented as displayed, plus the profile converted from and notes.
+    """Pixels of ``im`` as ``(H, W, 3)`` float32 sRGB and ``(H, W)`` alpha (or ``None``), both in
+    [0, 1] and oriented as displayed, plus the profile converted from and notes. ``reopen`` (files
+    only) opens the file again: then frame 0 is used, and 16-bit RGB keeps its low bytes.
 
     Pillow errors propagate; :func:`_load` turns them into :class:`ImageError`.
     """
@@ -345,12 +346,13 @@ def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tupl
         raise _bomb_error(label, (width, height), limit)
     if im.format in REFUSED_FORMATS:
         raise ImageError(f"{label}: {REFUSED_FORMATS[im.format]}")
-    frames = getattr(im, "n_frames", 1)
-    if isinstance(frames, int) and frames > 1 and im.format != "MPO":  # MPO: a camera's preview, not frames
-        kind = "pages" if im.format == "TIFF" else "frames"
-        notes.append(f"{label}: has {frames} {kind}; used the first")
-    if getattr(im, "tell", lambda: 0)() != 0:
-        im.seek(0)
+    if reopen is not None:  # a file: its first frame (a PIL image from a caller: the frame it is at)
+        frames = getattr(im, "n_frames", 1)
+        if isinstance(frames, int) and frames > 1 and im.format != "MPO":  # MPO: a camera's preview image
+            kind = "pages" if im.format == "TIFF" else "frames"
+            notes.append(f"{label}: has {frames} {kind}; used the first")
+        if im.tell() != 0:
+            im.seek(0)
     profile, description = _source_profile(im, label, notes)
     icc_bytes = im.info.get("icc_profile")
     rawmodes = _tile_rawmodes(im)
@@ -593,6 +595,15 @@ def _open_temporary(directory: Path, name: str) -> tuple[int, Path]:
     raise FileExistsError(errno.EEXIST, "could not find a free temporary file name", str(directory))
 
 
+def _fsync(fd: int) -> None:
+    """Flush a file to the disk; file systems that cannot (EINVAL, ENOTSUP) are not an error."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL)):
+            raise
+
+
 def _sync_directory(directory: Path) -> None:
     """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
     try:
@@ -646,7 +657,9 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         target is untouched (an existing file keeps its old content) and no temporary file is left.
 
     The data goes to ``.<name>.<random>.part`` in the target's folder, is flushed to disk and then
-    renamed over ``path``; a replaced file keeps its permission bits.
+    renamed over ``path``; a replaced file keeps its permission bits (a symbolic link at ``path`` is
+    replaced by the file, not written through). A PIL image is written in its own mode where the
+    format can store it (JPEG: converted to RGB).
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -696,7 +709,7 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         with os.fdopen(fd, "wb") as handle:
             im.save(handle, format=fmt, **options)
             handle.flush()
-            os.fsync(handle.fileno())
+            _fsync(handle.fileno())
         if existing_mode is not None:
             os.chmod(temporary, existing_mode)
         os.replace(temporary, path)

@@ -8,6 +8,7 @@ Files are made in ``tmp_path`` with Pillow, or with the small spec-following wri
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import warnings
 
@@ -525,6 +526,16 @@ def test_pil_image_input_goes_through_the_same_conversions():
     assert loaded.alpha[0, 0, 0].tolist() == [0.0, 1.0]
 
 
+def test_pil_image_input_is_read_at_the_frame_it_is_at(tmp_path):
+    first, *rest = _frames([(255, 0, 0), (0, 255, 0), (0, 0, 255)])
+    first.save(tmp_path / "a.gif", save_all=True, append_images=rest)
+    with Image.open(tmp_path / "a.gif") as im:
+        im.seek(2)
+        loaded = read_image(im)
+        assert im.tell() == 2
+    assert np.allclose(hwc(loaded), [0, 0, 1]) and loaded.notes == ()
+
+
 @pytest.mark.parametrize("dtype,top", [(np.uint8, 255), (np.uint16, 65535)])
 def test_integer_arrays_are_scaled(dtype, top):
     array = np.array([[[0, top // 2, top]]], dtype)
@@ -586,3 +597,30 @@ def test_read_image_refuses_other_types():
 def test_bytes_io_like_paths_are_not_accepted():
     with pytest.raises(ImageError):
         read_image(io.BytesIO(b"\x89PNG"))
+
+
+# ------------------------------------------------------------------ Pillow's warnings as notes
+
+
+def test_pillow_warnings_become_notes(tmp_path):
+    """An APNG control chunk announcing 0 frames makes Pillow warn and fall back to the plain PNG:
+    the picture is read, and the warning reaches the user as a note, not as a Python warning."""
+    samples = np.random.default_rng(5).integers(0, 256, (3, 4, 3), dtype=np.uint8)
+    path = write_png(tmp_path / "odd.png", samples, 2, 8, chunks=png_chunk(b"acTL", struct.pack(">II", 0, 0)))
+    loaded = read_image(path)
+    assert np.array_equal(np.round(hwc(loaded) * 255), samples)
+    assert loaded.notes == (f"{path}: Invalid APNG, will use default PNG image if possible",)
+
+
+def test_profile_on_16_bit_gray_is_not_applied_and_says_so(tmp_path):
+    gray = np.array([[1000, 50000]], np.uint16)
+    loaded = read_image(write_png(tmp_path / "g.png", gray, 0, 16, chunks=iccp_chunk(gray_profile(1.0))))
+    assert np.allclose(hwc(loaded)[0, :, 0], gray[0] / 65535, atol=1e-7)
+    assert len(loaded.notes) == 1 and "was not applied" in loaded.notes[0]
+
+
+def test_float_tiff_with_nan_is_read_with_a_note(tmp_path):
+    Image.fromarray(np.array([[np.nan, 0.5, np.inf]], np.float32), "F").save(tmp_path / "f.tif")
+    loaded = read_image(tmp_path / "f.tif")
+    assert hwc(loaded)[0, :, 0].tolist() == [0.0, 0.5, 0.0]
+    assert any("NaN" in n for n in loaded.notes)
