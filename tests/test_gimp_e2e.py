@@ -121,7 +121,7 @@ def test_rgba_pixels_are_stylised_not_inverted_or_noise(e2e):
     assert d_src < d_res < 2 * d_sty
 
 
-def test_gray16_selection_feathered_mask_and_style_layer(e2e):
+def test_gray16_offset_layer_feathered_selection_and_style_layer(e2e):
     rec = case(e2e, "gray16")
     assert rec["status"] == "success", rec
     assert rec["precision"] == "u16-non-linear"
@@ -129,9 +129,12 @@ def test_gray16_selection_feathered_mask_and_style_layer(e2e):
     assert new["id"] == rec["returned_layer"] and source["id"] == rec["source_id"]
     assert new["name"] == "Starry Night (style transfer)"  # named after the style layer
     assert new["is_gray"] and new["has_alpha"] and new["has_mask"]
-    assert (new["width"], new["height"]) == (source["width"], source["height"])
+    assert (new["width"], new["height"], new["offsets"]) == (source["width"], source["height"], source["offsets"])
+    assert source["offsets"] == [10, 6]  # the layer does not start at the canvas origin
     before, after, result = raw(rec["source_before"]), raw(rec["source_after"]), raw(rec["result"])
-    mask, selection = raw(rec["mask"])[..., 0], raw(rec["selection"])[..., 0]
+    x, y = source["offsets"]
+    mask = raw(rec["mask"])[..., 0]
+    selection = raw(rec["selection"])[y:y + source["height"], x:x + source["width"], 0]  # canvas -> layer
     assert np.array_equal(before, after), "the source layer was modified"
     assert np.array_equal(result[..., 1], before[..., 1]), "the alpha channel was not kept"
     assert np.array_equal(mask, selection), "the layer mask is not the selection"

@@ -223,7 +223,11 @@ def show_dialog(procedure, config):
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
-    dialog.fill(None)
+    dialog.get_scale_entry("strength", 1.0)  # a slider instead of a bare spin button
+    dialog.fill_box("advanced-box", ["size", "steps", "seed", "device"])
+    dialog.get_label("advanced-label", "Advanced (0 = the preset's value)", False, False)
+    dialog.fill_frame("advanced", "advanced-label", False, "advanced-box")
+    dialog.fill(["style-file", "style-layer", "preset", "strength", "advanced"])
     try:
         return dialog.run()
     finally:
@@ -291,7 +295,7 @@ class NeuralStyleTransfer(Gimp.PlugIn):
         procedure.set_attribution("nst-core developers", "nst-core developers, MIT licence", "2025")
         procedure.add_file_argument("style-file", "Style _image", "The painting whose style is applied",
                                     Gimp.FileChooserAction.OPEN, True, None, RW)
-        procedure.add_layer_argument("style-layer", "Or style _layer",
+        procedure.add_layer_argument("style-layer", "Or style la_yer",
                                      "An open layer to use as the style image instead of the file",
                                      True, RW)
         procedure.add_choice_argument(
@@ -300,14 +304,14 @@ class NeuralStyleTransfer(Gimp.PlugIn):
                      ("balanced", "Balanced (512 px)", "Coarse to fine, 250 steps per scale"),
                      ("best", "Best (1024 px, slow on a CPU)", "Gatys' settings, 500 steps per scale")]),
             "fast", RW)
-        procedure.add_double_argument("strength", "Style _strength",
+        procedure.add_double_argument("strength", "Style stre_ngth",
                                       "0-100, logarithmic: 50 = the engine's default style weight, "
                                       "+25 = 10x more style, -25 = 10x less",
                                       0.0, 100.0, bridge.STRENGTH_DEFAULT, RW)
         procedure.add_int_argument("size", "_Working size",
                                    "Longest side the engine works at, in pixels (0 = the preset's); "
                                    "the result is scaled to the layer", 0, 8192, 0, RW)
-        procedure.add_int_argument("steps", "S_teps", "Optimiser steps per scale (0 = the preset's)",
+        procedure.add_int_argument("steps", "Ste_ps", "Optimiser steps per scale (0 = the preset's)",
                                    0, 100000, 0, RW)
         procedure.add_int_argument("seed", "S_eed", "Random seed: the same seed gives the same result",
                                    0, 2**31 - 1, 0, RW)

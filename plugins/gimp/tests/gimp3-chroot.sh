@@ -4,7 +4,9 @@
 #
 #   gimp3-chroot.sh ensure                      build the chroot once (or reuse it); print its path
 #   gimp3-chroot.sh exec [--bind DIR]... -- CMD run CMD inside it, in a private mount namespace;
-#                                               each DIR is bound at the same absolute path inside
+#                                               each DIR is bound at the same absolute path inside;
+#                                               with NST_GIMP_OVERLAY=DIR, writes (e.g. apt-get
+#                                               install xvfb) go to an overlay kept in DIR
 #   gimp3-chroot.sh check                       exit 0 if this machine can build/enter the chroot,
 #                                               else print the reason on stdout and exit 1
 #   gimp3-chroot.sh mirror                      print the Debian mirror the build would use
@@ -148,15 +150,21 @@ run_in() {
     exec 9>"$LOCK"
     flock -s 9
     unshare --mount --fork -- bash -euc '
-        root=$1; nbinds=$2; shift 2
+        root=$1; overlay=$2; nbinds=$3; shift 3
         mount --make-rprivate /
+        if [ -n "$overlay" ]; then  # changes go to $overlay/upper; the cached chroot stays as built
+            mkdir -p "$overlay/upper" "$overlay/work" "$overlay/merged"
+            mount -t overlay overlay -o "lowerdir=$root,upperdir=$overlay/upper,workdir=$overlay/work" \
+                "$overlay/merged"
+            root=$overlay/merged
+        fi
         mount -t proc proc "$root/proc"
         mount -t tmpfs tmpfs "$root/dev/shm"
         mount -t tmpfs tmpfs "$root/tmp"
         for ((i = 0; i < nbinds; i++)); do
             mkdir -p "$root$1"; mount --bind "$1" "$root$1"; shift
         done
-        exec /usr/sbin/chroot "$root" "$@"' run_in "$ROOT" "${#binds[@]}" "${binds[@]}" "$@"
+        exec /usr/sbin/chroot "$root" "$@"' run_in "$ROOT" "${NST_GIMP_OVERLAY:-}" "${#binds[@]}" "${binds[@]}" "$@"
 }
 
 case ${1:-} in

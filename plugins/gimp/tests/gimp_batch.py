@@ -120,12 +120,14 @@ results["cases"]["rgba"] = record
 image.delete()
 save_results()
 
-# gray16: 16-bit grayscale, feathered elliptical selection, style from a layer of another open image.
+# gray16: 16-bit grayscale, a layer offset on a bigger canvas, feathered elliptical selection,
+# style from a layer of another open image.
 image = load(out("content.png"))
 image.convert_grayscale()
 image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+image.resize(120, 90, 10, 6)  # a bigger canvas: the layer now sits at offset (10, 6)
 source = image.get_layers()[0]
-image.select_ellipse(Gimp.ChannelOps.REPLACE, 24, 14, 48, 40)
+image.select_ellipse(Gimp.ChannelOps.REPLACE, 34, 20, 48, 40)  # image coordinates
 Gimp.Selection.feather(image, 12.0)
 style_image = load(out("style.png"))
 style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
