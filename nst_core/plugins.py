@@ -24,6 +24,7 @@ from nst_core.errors import PluginError
 BUILTIN_PLUGINS = (
     "nst_core.builtins.vgg",
     "nst_core.builtins.losses",
+    "nst_core.builtins.style_losses",
     "nst_core.builtins.schedules",
     "nst_core.builtins.presets",
 )
