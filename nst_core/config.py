@@ -17,6 +17,8 @@ from nst_core.errors import ConfigError
 Optimizer = Literal["lbfgs", "adam"]
 Init = Literal["content", "noise", "gray", "image"]
 Pooling = Literal["max", "avg"]
+ColorMode = Literal["none", "luminance", "histogram"]
+Precision = Literal["float32", "bf16", "fp16"]
 
 DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_TV_WEIGHT = 0.0
@@ -114,6 +116,11 @@ class StyleConfig:
     :param losses: the full list of terms; ``None``: content + style + tv from the fields above
         plus ``extra_losses``.
     :param seed: random seed; ``None`` picks one, reported in the result.
+    :param preserve_color: ``"none"``; ``"luminance"``: transfer on luminance only and keep the
+        content's colours (Gatys et al. 2016); ``"histogram"``: recolour the style to the
+        content's colour mean and covariance first (see :mod:`nst_core.color`).
+    :param precision: ``"float32"``, or ``"bf16"``/``"fp16"``: the backbone runs under autocast,
+        Gram matrices, losses and the optimiser stay float32 (see :mod:`nst_core.precision`).
     """
 
     backbone: str = "vgg19"
@@ -140,6 +147,8 @@ class StyleConfig:
     init: Init = "content"
     seed: int | None = None
     device: str = "auto"
+    preserve_color: ColorMode = "none"
+    precision: Precision = "float32"
 
     def __post_init__(self) -> None:
         own = "StyleConfig"
@@ -184,6 +193,10 @@ class StyleConfig:
         if self.seed is not None:
             _check_number(own, "seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)
         _check_name(own, "device", self.device)
+        if self.preserve_color not in ("none", "luminance", "histogram"):
+            raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, got {self.preserve_color!r}")
+        if self.precision not in ("float32", "bf16", "fp16"):
+            raise ConfigError(f"{own}.precision must be float32, bf16 or fp16, got {self.precision!r}")
 
     def loss_specs(self) -> tuple[LossSpec, ...]:
         """The terms of J(G): ``losses`` if given, else content + style (+ tv) + ``extra_losses``."""

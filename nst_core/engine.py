@@ -19,14 +19,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from nst_core.color import luminance_image, match_color, match_luminance, with_chroma_of
 from nst_core.config import LossSpec, StyleConfig
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
 from nst_core.optim import PixelLBFGS
+from nst_core.precision import backbone_features, backward
 from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, to_pil
 from nst_core.progress import Progress
 from nst_core.registry import Entry, Registries, collect_registries
-from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, Targets, no_grad_features
+from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, Targets
 
 MIN_WORKING_SIDE = 32
 """The shortest side the network works at: VGG's relu5_1 sees 1/16 of it (2 px here)."""
@@ -65,6 +67,7 @@ class StyleResult:
     sizes: tuple[tuple[int, int], ...]
     config: StyleConfig
     notes: tuple[str, ...] = ()
+    recoveries: int = 0
 
     def to_pil(self):
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
@@ -181,6 +184,8 @@ def _resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, b
         layers = spec.layers
     elif spec.layer_weights is not None:
         layers = tuple(spec.layer_weights)
+    elif getattr(term, "default_layers", None):
+        layers = tuple(term.default_layers)
     else:
         layers = backbone.default_content_layers if role == "content" else backbone.default_style_layers
     for layer in layers:
@@ -228,8 +233,71 @@ def _initial_image(config: StyleConfig, content: Tensor, init_image: Tensor | No
     return resize(init_image.to(content.device), *content.shape[-2:])
 
 
+@dataclass
+class _Inputs:
+    """The images of a run, read once at full resolution on the CPU, after colour handling."""
+
+    content: Tensor          # what the run sees: (1, 3, H, W), grey in luminance mode
+    original: LoadedImage    # the content as read (its colours and alpha)
+    styles: list[Tensor]     # (1, 3, Hs, Ws) each, recoloured / grey as the colour mode says
+    masks: list[Tensor | None]  # (1, 1, H, W) in [0, 1] per style, or None: everywhere
+    blend: tuple[float, ...]
+    init: Tensor | None
+    notes: list[str]
+
+
+def _read_mask(source: ImageSource, height: int, width: int) -> Tensor:
+    """A mask image -> ``(1, 1, height, width)`` in [0, 1]: its alpha if it has one, else its grey."""
+    loaded = read_image(source)
+    mask = loaded.alpha if loaded.alpha is not None else loaded.rgb.mean(dim=1, keepdim=True)
+    return resize(mask, height, width)
+
+
+def _prepare_inputs(content: ImageSource, styles: ImageSource | Sequence[ImageSource],
+                    style_masks: Sequence[ImageSource | None] | None, init_image: ImageSource | None,
+                    config: StyleConfig) -> _Inputs:
+    original = read_image(content)
+    style_imgs = [read_image(s) for s in _as_sources(styles)]
+    blend = config.style_blend or tuple(1.0 for _ in style_imgs)
+    if len(blend) != len(style_imgs):
+        raise ConfigError(f"style_blend has {len(blend)} weight(s) but there are {len(style_imgs)} style image(s)")
+    blend = tuple(w / sum(blend) for w in blend)
+    height, width = original.rgb.shape[-2:]
+    masks: list[Tensor | None] = [None] * len(style_imgs)
+    if style_masks is not None:
+        if len(style_masks) != len(style_imgs):
+            raise ConfigError(f"{len(style_masks)} style mask(s) given for {len(style_imgs)} style image(s); "
+                              f"give one per style (None for the whole image)")
+        masks = [None if m is None else _read_mask(m, height, width) for m in style_masks]
+    content_rgb = original.rgb
+    style_rgbs = [s.rgb for s in style_imgs]
+    if config.preserve_color == "histogram":
+        style_rgbs = [match_color(s, content_rgb) for s in style_rgbs]
+    elif config.preserve_color == "luminance":
+        style_rgbs = [match_luminance(s, content_rgb) for s in style_rgbs]
+        content_rgb = luminance_image(content_rgb)
+    init = read_image(init_image).rgb if init_image is not None else None
+    notes = [*original.notes, *(n for s in style_imgs for n in s.notes)]
+    return _Inputs(content_rgb, original, style_rgbs, masks, blend, init, notes)
+
+
+def _finish_image(x: Tensor, inputs: _Inputs, config: StyleConfig, out_h: int, out_w: int) -> Tensor:
+    """The last iterate at the output size, with the content's colours back in luminance mode and,
+    with masks, the content kept outside them (soft edges blend)."""
+    image = resize(x.detach().to("cpu", torch.float32).clamp(0, 1), out_h, out_w)
+    original = resize(inputs.original.rgb, out_h, out_w)
+    if config.preserve_color == "luminance":
+        image = with_chroma_of(image, original)
+    if any(m is not None for m in inputs.masks):
+        region = sum(resize(m, out_h, out_w) if m is not None else torch.ones(1, 1, out_h, out_w)
+                     for m in inputs.masks).clamp(0, 1)
+        image = original + region * (image - original)
+    return image
+
+
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
             *, registries: Registries | None = None, init_image: ImageSource | None = None,
+            style_masks: Sequence[ImageSource | None] | None = None,
             on_progress: Callable[[Progress], None] | None = None,
             should_stop: Callable[[], bool] | None = None, **overrides: Any) -> StyleResult:
     """Stylise ``content`` with one or more ``styles`` by optimising the pixels of G.
@@ -239,6 +307,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     :param config: the run's settings; ``overrides`` change fields of it (``size=256, steps=100``).
     :param registries: plug-in registries to use (default: collected from installed plug-ins).
     :param init_image: the starting image when ``config.init == "image"``.
+    :param style_masks: one mask per style image (or ``None`` for "everywhere"): where on the
+        content that style applies (Gatys et al. 2017 spatial control), grey or alpha in [0, 1],
+        soft edges allowed. Outside every mask the output keeps the content.
     :param on_progress: called after every step with a :class:`Progress`.
     :param should_stop: checked before every step; when it returns True the run ends and the
         result holds the best image so far (``status="stopped"``).
@@ -251,66 +322,56 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     registries = registries or collect_registries()
     device = resolve_device(config.device)
     plan = plan_run(config, registries)
-
-    content_img = read_image(content)
-    style_imgs = [read_image(s) for s in _as_sources(styles)]
-    blend = config.style_blend or tuple(1.0 for _ in style_imgs)
-    if len(blend) != len(style_imgs):
-        raise ConfigError(f"style_blend has {len(blend)} weight(s) but there are {len(style_imgs)} style image(s)")
-    blend = tuple(w / sum(blend) for w in blend)
-    init_tensor = read_image(init_image).rgb if init_image is not None else None
-    notes = [*content_img.notes, *(n for s in style_imgs for n in s.notes)]
+    inputs = _prepare_inputs(content, styles, style_masks, init_image, config)
 
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     generator = torch.Generator().manual_seed(seed)
-    backbone = plan.backbone.to(device)
+    plan.backbone = plan.backbone.to(device)
 
-    height, width = content_img.rgb.shape[-2:]
+    height, width = inputs.content.shape[-2:]
     out_h, out_w = fit_longest_side(height, width, config.size)
     sizes = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
     shapes = [working_shape(height, width, s) for s in sizes]
     total_steps = config.steps * len(shapes)
-    step_count = 0
+    step_count, recoveries = 0, 0
     x_prev: Tensor | None = None
     status: Status = "finished"
     message = "finished"
     last_values: list[float] = []
 
     for scale_index, (h, w) in enumerate(shapes, start=1):
-        content_s = resize(content_img.rgb, h, w).to(device)
-        _bind_targets(plan, content_s, style_imgs, blend, config, (h, w), device)
+        content_s = resize(inputs.content, h, w).to(device)
+        masks_s = [None if m is None else resize(m, h, w).to(device) for m in inputs.masks]
+        _bind_targets(plan, content_s, inputs.styles, inputs.blend, masks_s, config, (h, w), device)
         if x_prev is None:
-            x0 = _initial_image(config, content_s, init_tensor, generator)
+            x0 = _initial_image(config, content_s, inputs.init, generator)
         else:
             x0 = resize(x_prev.clamp(0, 1), h, w)
         outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
                                   scale=(scale_index, len(shapes)), started=started,
                                   on_progress=on_progress, should_stop=should_stop)
         step_count = outcome.last_step
-        best_x, best_values = outcome.best_x, outcome.best_values
-        if outcome.status != "finished":
-            status, message, stopped = outcome.status, outcome.message, True
-        else:
-            stopped = False
-            if outcome.recoveries:
-                message = (f"finished; the loss became non-finite {outcome.recoveries} time(s) and the run "
-                           f"went back to the last finite image")
-        x_prev = best_x
-        last_values = best_values
+        recoveries += outcome.recoveries
+        x_prev, last_values = outcome.best_x, outcome.best_values
         for t in plan.terms:
             t.loss = None
-        if stopped:
+        if outcome.status != "finished":
+            status, message = outcome.status, outcome.message
             break
+    if status == "finished" and recoveries:
+        message = (f"finished; the loss became non-finite {recoveries} time(s) and the run went back to the "
+                   f"last finite image")
 
-    image = resize(x_prev.detach().to("cpu", torch.float32).clamp(0, 1), out_h, out_w)
+    image = _finish_image(x_prev, inputs, config, out_h, out_w)
     alpha = None
-    if content_img.alpha is not None:
-        alpha = resize(content_img.alpha, out_h, out_w)
+    if inputs.original.alpha is not None:
+        alpha = resize(inputs.original.alpha, out_h, out_w)
     terms = {t.name: v for t, v in zip(plan.terms, last_values[1:-1])} if last_values else {}
     return StyleResult(image=image, alpha=alpha, seed=seed, status=status, message=message, steps=step_count,
                        total_steps=total_steps, loss=last_values[0] if last_values else math.nan, terms=terms,
                        elapsed=time.perf_counter() - started, device=str(device),
-                       sizes=tuple((sw, sh) for sh, sw in shapes), config=config, notes=tuple(notes))
+                       sizes=tuple((sw, sh) for sh, sw in shapes), config=config, notes=tuple(inputs.notes),
+                       recoveries=recoveries)
 
 
 @dataclass
@@ -343,7 +404,7 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
     def evaluate(progress: float) -> tuple[Tensor, list[Tensor]]:
         x.grad = None
         total, parts = _objective(plan, x, progress)
-        total.backward()
+        backward(total, x, config.precision)
         return total, parts
 
     for i in range(config.steps):
@@ -388,19 +449,20 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
     return out
 
 
-def _bind_targets(plan: _Plan, content: Tensor, style_imgs: list[LoadedImage], blend: tuple[float, ...],
-                  config: StyleConfig, shape: tuple[int, int], device: torch.device) -> None:
+def _bind_targets(plan: _Plan, content: Tensor, styles: list[Tensor], blend: tuple[float, ...],
+                  masks: list[Tensor | None], config: StyleConfig, shape: tuple[int, int],
+                  device: torch.device) -> None:
     """Compute the features of the content and style images at this scale (once) and bind every
     term to them. Style images are resized so their longest side is ``style_scale`` times the
-    working size."""
+    working size; ``masks`` are ``(1, 1, h, w)`` at the working size (or None)."""
     h, w = shape
-    content_feats = no_grad_features(plan.backbone, content, plan.layers) if plan.layers else {}
+    content_feats = backbone_features(plan.backbone, content, plan.layers, config.precision, grad=False)
     style_tensors, style_feats = [], []
-    for style in style_imgs:
-        sh, sw = working_shape(*style.rgb.shape[-2:], max(16, round(max(h, w) * config.style_scale)))
-        s = resize(style.rgb, sh, sw).to(device)
+    for style in styles:
+        sh, sw = working_shape(*style.shape[-2:], max(16, round(max(h, w) * config.style_scale)))
+        s = resize(style, sh, sw).to(device)
         style_tensors.append(s)
-        style_feats.append(no_grad_features(plan.backbone, s, plan.layers) if plan.layers else {})
+        style_feats.append(backbone_features(plan.backbone, s, plan.layers, config.precision, grad=False))
     for t in plan.terms:
         targets = Targets(
             layers=t.layers,
@@ -410,6 +472,7 @@ def _bind_targets(plan: _Plan, content: Tensor, style_imgs: list[LoadedImage], b
             content_image=content,
             style_images=tuple(style_tensors),
             channels={layer: plan.backbone.channels[layer] for layer in t.layers},
+            masks=tuple(masks),
         )
         try:
             t.loss = t.term.bind(targets)
@@ -422,7 +485,7 @@ def _bind_targets(plan: _Plan, content: Tensor, style_imgs: list[LoadedImage], b
 
 def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Tensor]]:
     """J(x) = Σ weight · term(x) and the weighted parts, from one backbone pass."""
-    features = plan.backbone(x, plan.layers) if plan.layers else {}
+    features = backbone_features(plan.backbone, x, plan.layers, plan.config.precision)
     parts = []
     for t in plan.terms:
         weights = t.layer_weights(t.layers, plan.backbone.channels, progress)

@@ -53,6 +53,8 @@ class Targets:
     ``content`` and each of ``styles`` hold the feature maps of the content image and the style
     images at the term's ``layers``; ``style_weights`` are the style blend weights (sum 1).
     ``content_image`` is ``(1, 3, H, W)``; ``style_images`` are ``(1, 3, Hs, Ws)``, all in [0, 1].
+    ``masks`` has one entry per style: ``None`` (the style applies everywhere) or a
+    ``(1, 1, H, W)`` mask in [0, 1] at the content's size saying where it applies.
     """
 
     layers: tuple[str, ...]
@@ -62,6 +64,7 @@ class Targets:
     content_image: Tensor
     style_images: tuple[Tensor, ...]
     channels: Mapping[str, int] = field(default_factory=dict)
+    masks: tuple[Tensor | None, ...] = ()
 
 
 class LossTerm:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from nst_core import functional as Fn
@@ -39,11 +40,17 @@ class GramStyleLoss(LossTerm):
     Several style images: the target Gram is their blend Σ_s w_s G[l](S_s), each normalised by
     its own nH·nW, so style images need not have the content's size (as in Johnson's
     neural-style); with one style image of the generated image's size the value is the seed's.
+
+    With masks (spatial control, Gatys et al. 2017, "Controlling Perceptual Factors in Neural
+    Style Transfer"): each style s is compared with the guided Gram of G in its region,
+    Σ_ij m_ij a_ijk a_ijk' / Σ_ij m_ij with the mask m resized to the layer, weighted by w_s.
     """
 
     role = "style"
 
     def bind(self, targets: Targets) -> BoundLoss:
+        if any(m is not None for m in targets.masks):
+            return self._bind_regions(targets)
         blended = {}
         for layer in targets.layers:
             blended[layer] = sum(w * Fn.gram_matrix(style[layer], normalize=True)
@@ -55,6 +62,30 @@ class GramStyleLoss(LossTerm):
                 f = features[layer]
                 gram = Fn.gram_matrix(f, normalize=True)
                 total = total + layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1])
+            return total
+
+        return loss
+
+    def _bind_regions(self, targets: Targets) -> BoundLoss:
+        regions = []  # (weight, {layer: target gram}, {layer: mask at the layer's size, or None})
+        for weight, style, mask in zip(targets.style_weights, targets.styles, targets.masks):
+            grams = {layer: Fn.gram_matrix(style[layer], normalize=True) for layer in targets.layers}
+            layer_masks = {layer: None if mask is None else
+                           torch.nn.functional.interpolate(mask, size=targets.content[layer].shape[-2:],
+                                                           mode="bilinear", align_corners=False, antialias=True)
+                           for layer in targets.layers}
+            regions.append((weight, grams, layer_masks))
+
+        def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
+            total = 0.0
+            for weight, grams, layer_masks in regions:
+                for layer, target in grams.items():
+                    f, m = features[layer], layer_masks[layer]
+                    if m is None:
+                        gram = Fn.gram_matrix(f, normalize=True)
+                    else:
+                        gram = Fn.gram_matrix(f * m.sqrt(), normalize=False) / m.sum().clamp_min(1e-6)
+                    total = total + weight * layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1])
             return total
 
         return loss
