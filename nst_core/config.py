@@ -223,3 +223,39 @@ def config_from_preset(settings: Mapping[str, Any], **overrides: Any) -> StyleCo
     if unknown:
         raise ConfigError(f"preset sets unknown setting(s) {', '.join(unknown)}")
     return StyleConfig(**{**dict(settings), **overrides})
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: mappings -> dicts, tuples -> lists, LossSpec -> dicts."""
+    if isinstance(value, LossSpec):
+        return {name: _plain(getattr(value, name)) for name in LossSpec.__dataclass_fields__}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def config_to_dict(config: StyleConfig) -> dict[str, Any]:
+    """Every field of ``config`` as JSON-safe values; :func:`config_from_dict` inverts it."""
+    return {name: _plain(getattr(config, name)) for name in StyleConfig.__dataclass_fields__}
+
+
+def config_from_dict(data: Mapping[str, Any]) -> StyleConfig:
+    """A :class:`StyleConfig` from :func:`config_to_dict`'s output (e.g. a run record).
+
+    Unknown keys are refused (a record from a newer version says so instead of being misread).
+    """
+    fields = StyleConfig.__dataclass_fields__
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} (from a newer nst-core?)")
+    values = dict(data)
+    for name in ("extra_losses", "losses"):
+        if values.get(name) is not None:
+            values[name] = tuple(LossSpec(**{**spec, "layers": tuple(spec["layers"]) if spec.get("layers") else None})
+                                 for spec in values[name])
+    for name in ("content_layers", "style_layers", "style_blend"):
+        if values.get(name) is not None:
+            values[name] = tuple(values[name])
+    return StyleConfig(**values)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import json
 import math
 import os
+from pathlib import Path
 import secrets
 import time
 from typing import Any, Literal
@@ -20,15 +22,19 @@ import torch
 from torch import Tensor
 
 from nst_core.color import luminance_image, match_color, match_luminance, with_chroma_of
-from nst_core.config import LossSpec, StyleConfig
+from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
 from nst_core.optim import PixelLBFGS
 from nst_core.precision import backbone_features, backward
-from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, to_pil
+from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, save_text, to_pil
 from nst_core.progress import Progress
 from nst_core.registry import Entry, Registries, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, Targets
+
+RECORD_FORMAT = "nst-record/1"
+RECORD_KEY = "nst-record"
+"""PNG text key (and sidecar ``<image>.json``) of the run record."""
 
 MIN_WORKING_SIDE = 32
 """The shortest side the network works at: VGG's relu5_1 sees 1/16 of it (2 px here)."""
@@ -73,8 +79,46 @@ class StyleResult:
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
         return to_pil(self.image, self.alpha)
 
-    def save(self, path: str | os.PathLike, **options: Any):
-        """Write the image atomically; the format follows the extension (see :func:`save_image`)."""
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """What made this image, JSON-safe: settings (with the seed used), versions, device, outcome.
+
+        ``config_from_dict(record["config"])`` rebuilds the settings; ``extra`` adds keys (the
+        CLI adds the input files).
+        """
+        import platform
+
+        from nst_core import __version__
+
+        return {
+            "format": RECORD_FORMAT,
+            "nst_core": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": self.device,
+            "seed": self.seed,
+            "config": config_to_dict(self.config.replace(seed=self.seed)),
+            "status": self.status,
+            "steps": self.steps,
+            "loss": self.loss if math.isfinite(self.loss) else None,
+            "terms": self.terms,
+            "elapsed": round(self.elapsed, 3),
+            "sizes": [list(s) for s in self.sizes],
+            **extra,
+        }
+
+    def save(self, path: str | os.PathLike, *, record: Mapping[str, Any] | bool = False, **options: Any):
+        """Write the image atomically; the format follows the extension (see :func:`save_image`).
+
+        :param record: ``True`` (or a record from :meth:`record`) also stores the run record in
+            the PNG's text (key ``nst-record``) and in a sidecar ``<path>.json``.
+        """
+        if record is True:
+            record = self.record()
+        if record:
+            text = json.dumps(record, indent=2, sort_keys=True)
+            written = save_image(self.image, path, alpha=self.alpha, text={RECORD_KEY: text}, **options)
+            save_text(Path(f"{written}.json"), text + "\n")
+            return written
         return save_image(self.image, path, alpha=self.alpha, **options)
 
 

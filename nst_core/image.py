@@ -23,7 +23,7 @@ existing one. The output is sRGB (untagged) unless an ICC profile is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 import errno
@@ -39,7 +39,7 @@ from typing import Union
 import warnings
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, PngImagePlugin
 import torch
 from torch import Tensor
 import torch.nn.functional as F
@@ -642,7 +642,8 @@ def _retarget(im: Image.Image, icc_profile: bytes, path: Path) -> Image.Image:
 
 
 def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
-               quality: int = 95, icc_profile: bytes | None = None) -> Path:
+               quality: int = 95, icc_profile: bytes | None = None,
+               text: Mapping[str, str] | None = None) -> Path:
     """Write ``image`` to ``path`` in the format its extension names, atomically.
 
     :param image: ``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] (sRGB), or a PIL image.
@@ -651,6 +652,7 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
     :param quality: JPEG and WebP quality, 0..100 (JPEG is written with 4:4:4 chroma).
     :param icc_profile: an RGB ICC profile (e.g. ``LoadedImage.icc_profile``): the sRGB pixels are
         converted to it and it is embedded. Without it the file is sRGB, untagged.
+    :param text: key/value text stored in the file (PNG text chunks; other formats ignore it).
     :returns: ``path``.
     :raises ImageError: unknown extension, missing folder, a folder as target, a format that
         cannot store the image, NaN values, a permission error, a full disk ... In every case the
@@ -699,6 +701,11 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         options = {"compression": "tiff_deflate"}
     if icc_profile:
         options["icc_profile"] = icc_profile
+    if text and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_itxt(key, value)
+        options["pnginfo"] = info
     try:
         existing_mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
@@ -725,4 +732,28 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
             except OSError:
                 pass
     _sync_directory(directory)
+    return path
+
+
+def save_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`save_image` (e.g. a run record)."""
+    path = Path(path)
+    directory = path.parent
+    temporary: Path | None = None
+    try:
+        fd, temporary = _open_temporary(directory, path.name)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            _fsync(handle.fileno())
+        os.replace(temporary, path)
+        temporary = None
+    except OSError as exc:
+        raise _write_error(path, directory, exc) from None
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
     return path
