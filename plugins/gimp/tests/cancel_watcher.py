@@ -2,13 +2,13 @@
 
 Started in the background by run_gimp_e2e.sh (on the host, outside the chroot). It waits for the
 engine process whose command line names MARKER (the e2e's "cancel" case uses a style file of that
-name), gives it a moment to get going, then SIGKILLs only its parent, the plug-in, as GIMP does
+path, inside this run's own folder, so concurrent runs do not see each other's engines), gives it a moment to get going, then SIGKILLs only its parent, the plug-in, as GIMP does
 when the user presses Cancel (GIMP kills the plug-in's process group when the plug-in leads one;
 killing only the plug-in is the harder case: the engine must then die by PR_SET_PDEATHSIG).
 Writes OUT/cancel.json: the pids, whether the plug-in led its own process group (os.setpgid in
 the plug-in), and how long the engine survived the plug-in.
 
-usage: python cancel_watcher.py OUT MARKER [TIMEOUT_S]
+usage: python cancel_watcher.py OUT MARKER [TIMEOUT_S]   (MARKER: the cancel case's style file path)
 """
 
 from __future__ import annotations
@@ -67,12 +67,20 @@ def main() -> int:
         report.update(engine_pid=engine, plugin_pid=ppid, plugin_cmdline=plugin_cmd,
                       plugin_leads_group=plugin_pgrp == ppid, engine_in_plugin_group=pgrp == ppid,
                       engine_alive_before=alive(engine))
+        if not any(arg.endswith("nst-style-transfer.py") for arg in plugin_cmd):
+            report["error"] = f"the engine's parent is not the plug-in: {plugin_cmd}"
+            os.kill(engine, signal.SIGTERM)  # our own test engine; end it so GIMP's call returns
+            return finish(out, report)
         os.kill(ppid, signal.SIGKILL)  # only the plug-in: the engine must follow by itself
         killed = time.monotonic()
         while alive(engine) and time.monotonic() - killed < 15:
             time.sleep(0.02)
         report["engine_alive_after"] = alive(engine)
         report["engine_survived_s"] = round(time.monotonic() - killed, 3)
+    return finish(out, report)
+
+
+def finish(out: str, report: dict) -> int:
     with open(os.path.join(out, "cancel.json"), "w") as f:
         json.dump(report, f, indent=1)
     return 0 if "error" not in report else 1

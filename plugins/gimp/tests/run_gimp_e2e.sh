@@ -70,7 +70,7 @@ chmod 755 "$OUT/engine-python"
 # Install exactly as a user would (the recorded interpreter is the wrapper above).
 "$PY" -m nst_cli gimp install --dir "$OUT/gimp-config/plug-ins" --python "$OUT/engine-python"
 
-"$PY" "$HERE/cancel_watcher.py" "$OUT" cancel-style.png 240 &
+"$PY" "$HERE/cancel_watcher.py" "$OUT" "$OUT/cancel-style.png" 240 &
 watcher=$!
 
 t1=$SECONDS
