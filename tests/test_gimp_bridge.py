@@ -112,7 +112,7 @@ def test_request_rejects_bad_values(bad):
         bridge.EngineRequest(content="c", style="s", output="o", **bad)
 
 
-def test_presets_and_devices_are_the_engines():
+def test_presets_are_the_engines():
     from nst_core.builtins.presets import PRESETS
 
     assert set(bridge.PRESETS) == set(PRESETS)
