@@ -38,22 +38,33 @@ class PixelLBFGS:
         self.pairs: deque[tuple[Tensor, Tensor, float]] = deque(maxlen=self.history)
         self._last_grad: Tensor | None = None
         self._last_step: Tensor | None = None
+        self._gamma = torch.zeros((), dtype=self.x.dtype, device=self.x.device)  # 0: no pair accepted yet
 
     @torch.no_grad()
     def step(self, grad: Tensor) -> None:
-        """Move ``x`` along the quasi-Newton direction computed from ``grad`` = ∇J(x)."""
+        """Move ``x`` along the quasi-Newton direction computed from ``grad`` = ∇J(x).
+
+        Never waits for the device: every decision is a ``torch.where`` on 0-d tensors, so a
+        step costs no host synchronisation (the two-loop recursion alone would need two per
+        pair if its scalars came back as floats). A rejected pair is kept with ρ = 0, which
+        makes it a no-op in both loops (it still takes a history slot).
+        """
         g = grad.detach().reshape(-1)
         if self._last_grad is not None:
             y = g - self._last_grad
             s = self._last_step
-            ys = float(torch.dot(y, s))
-            if ys > 1e-10 * float(y.norm()) * float(s.norm()):
-                self.pairs.append((s, y, 1.0 / ys))
+            ys = torch.dot(y, s)
+            yy = torch.dot(y, y)
+            ok = ys > 1e-10 * yy.sqrt() * s.norm()
+            rho = torch.where(ok, 1.0 / torch.where(ok, ys, torch.ones_like(ys)), torch.zeros_like(ys))
+            self._gamma = torch.where(ok, ys / torch.where(ok, yy, torch.ones_like(yy)), self._gamma)
+            self.pairs.append((s, y, rho))
+        scale = g.abs().max()
+        gradient_step = g * (-self.first_step / torch.where(scale > 0, scale, torch.ones_like(scale)))
         if self.pairs:
-            direction = -self._two_loop(g) * self.lr
+            direction = torch.where(self._gamma > 0, self._two_loop(g).mul_(-self.lr), gradient_step)
         else:
-            scale = float(g.abs().max())
-            direction = -g * (self.first_step / scale) if scale > 0 else torch.zeros_like(g)
+            direction = gradient_step
         self.x.add_(direction.view_as(self.x))
         self._last_grad = g.clone()
         self._last_step = direction
@@ -62,12 +73,11 @@ class PixelLBFGS:
         q = g.clone()
         alphas = []
         for s, y, rho in reversed(self.pairs):
-            alpha = rho * float(torch.dot(s, q))
-            q.add_(y, alpha=-alpha)
+            alpha = rho * torch.dot(s, q)
+            q.addcmul_(y, alpha, value=-1.0)
             alphas.append(alpha)
-        s, y, rho = self.pairs[-1]
-        q.mul_(1.0 / (rho * float(torch.dot(y, y))))  # H0 = (sᵀy / yᵀy) I
+        q.mul_(self._gamma)  # H0 = (sᵀy / yᵀy) I of the newest accepted pair
         for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
-            beta = rho * float(torch.dot(y, q))
-            q.add_(s, alpha=alpha - beta)
+            beta = rho * torch.dot(y, q)
+            q.addcmul_(s, alpha - beta)
         return q
