@@ -92,21 +92,23 @@ def test_default_strength_is_the_engines_default_style_weight():
 
 def test_build_argv_full():
     request = bridge.EngineRequest(content="/t/c.png", style="/s/my style.jpg", output="/t/o.png", preset="best",
-                                   strength=75, size=640, steps=30, seed=7, device="cuda")
+                                   strength=75, size=640, steps=30, seed=7, device="cuda", preserve_color="luminance")
     assert bridge.build_argv("/venv/bin/python", request) == [
         "/venv/bin/python", "-u", "-m", "nst_cli", "run", "/t/c.png", "/s/my style.jpg", "-o", "/t/o.png",
         "--preset", "best", "--style-weight", "10", "--seed", "7", "--progress", "jsonl",
-        "--size", "640", "--steps", "30", "--device", "cuda"]
+        "--size", "640", "--steps", "30", "--device", "cuda", "--preserve-color", "luminance"]
 
 
 def test_build_argv_leaves_preset_values_alone():
     argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o"))
     assert "--size" not in argv and "--steps" not in argv and "--device" not in argv
+    assert "--preserve-color" not in argv
     assert argv[argv.index("--style-weight") + 1] == "1"
     assert argv[argv.index("--preset") + 1] == "fast"
 
 
-@pytest.mark.parametrize("bad", [{"preset": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5}])
+@pytest.mark.parametrize("bad", [{"preset": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5},
+                                 {"preserve_color": "sepia"}])
 def test_request_rejects_bad_values(bad):
     with pytest.raises(bridge.BridgeError):
         bridge.EngineRequest(content="c", style="s", output="o", **bad)
@@ -232,6 +234,26 @@ def test_stderr_tail_finds_the_exception_line(tmp_path):
     assert bridge.stderr_tail(str(tmp_path / "missing.txt")) == ""
     path.write_text("x" * 100000 + "\nlast words\n")
     assert bridge.stderr_tail(str(path)) == "last words"
+
+
+def test_stderr_tail_reads_a_usage_error_box(tmp_path):
+    path = tmp_path / "err.txt"
+    path.write_text("Usage: nst run [OPTIONS] [CONTENT] [STYLE...]...\nTry 'nst run --help' for help.\n"
+                    "\u256d\u2500 Error \u2500\u2500\u2500\u256e\n"
+                    "\u2502 No such option: --bogus (Possible options: --loss)     \u2502\n"
+                    "\u2570\u2500\u2500\u2500\u2500\u2500\u2500\u2500\u2500\u256f\n")
+    assert bridge.stderr_tail(str(path)) == "No such option: --bogus (Possible options: --loss)"
+
+
+def test_usage_error_of_the_real_cli_is_readable(tmp_path, examples):
+    """A plug-in newer than the installed nst-core passes an option it does not know."""
+    request = bridge.EngineRequest(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"),
+                                   output=str(tmp_path / "out.png"))
+    argv = bridge.build_argv(sys.executable, request) + ["--an-option-from-the-future", "1"]
+    outcome = bridge.run_engine(argv, str(tmp_path), lambda f, t: None)
+    message = bridge.outcome_error(outcome)
+    assert outcome.returncode == 2
+    assert "No such option: --an-option-from-the-future" in message and "nst gimp install" in message
 
 
 def test_outcome_error_accepts_a_non_finite_result_with_a_warning():

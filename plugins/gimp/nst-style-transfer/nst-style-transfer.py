@@ -178,7 +178,8 @@ def stylize(image, drawable, config, run_mode):
             content=content_path, style=style_path, output=os.path.join(workdir, "result.png"),
             preset=config.get_property("preset"), strength=config.get_property("strength"),
             size=config.get_property("size"), steps=config.get_property("steps"),
-            seed=config.get_property("seed"), device=config.get_property("device"))
+            seed=config.get_property("seed"), device=config.get_property("device"),
+            preserve_color=config.get_property("preserve-color"))
         argv = bridge.build_argv(engine.python, request)
 
         def on_progress(fraction, text):
@@ -227,7 +228,7 @@ def show_dialog(procedure, config):
     dialog.fill_box("advanced-box", ["size", "steps", "seed", "device"])
     dialog.get_label("advanced-label", "Advanced (0 = the preset's value)", False, False)
     dialog.fill_frame("advanced", "advanced-label", False, "advanced-box")
-    dialog.fill(["style-file", "style-layer", "preset", "strength", "advanced"])
+    dialog.fill(["style-file", "style-layer", "preset", "strength", "preserve-color", "advanced"])
     try:
         return dialog.run()
     finally:
@@ -308,6 +309,12 @@ class NeuralStyleTransfer(Gimp.PlugIn):
                                       "0-100, logarithmic: 50 = the engine's default style weight, "
                                       "+25 = 10x more style, -25 = 10x less",
                                       0.0, 100.0, bridge.STRENGTH_DEFAULT, RW)
+        procedure.add_choice_argument(
+            "preserve-color", "Keep colo_urs", "Keep the layer's own colours and take only the style's texture",
+            _choice([("none", "No: take the painting's colours", ""),
+                     ("luminance", "Yes: style only the brightness", "Gatys et al. 2016, luminance-only transfer"),
+                     ("histogram", "Yes: recolour the painting first", "Match the style image's colours to the layer")]),
+            "none", RW)
         procedure.add_int_argument("size", "_Working size",
                                    "Longest side the engine works at, in pixels (0 = the preset's); "
                                    "the result is scaled to the layer", 0, 8192, 0, RW)

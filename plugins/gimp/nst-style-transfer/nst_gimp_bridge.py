@@ -41,6 +41,7 @@ CONFIG_NAME = "nst-engine.json"
 TEMP_PREFIX = "gimp-nst-"
 PRESETS = ("fast", "balanced", "best")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRESERVE_COLORS = ("none", "luminance", "histogram")
 STALE_AFTER_S = 24 * 3600
 """A temp folder whose owner process still exists is only removed after this long."""
 
@@ -134,12 +135,15 @@ class EngineRequest:
     steps: int = 0
     seed: int = 0
     device: str = "auto"
+    preserve_color: str = "none"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise BridgeError(f"unknown quality preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         if self.device not in DEVICES:
             raise BridgeError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
+        if self.preserve_color not in PRESERVE_COLORS:
+            raise BridgeError(f"unknown colour mode {self.preserve_color!r}; use one of {', '.join(PRESERVE_COLORS)}")
         for name in ("size", "steps", "seed"):
             if getattr(self, name) < 0:
                 raise BridgeError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -150,7 +154,10 @@ class EngineRequest:
 
 
 def build_argv(python: str, request: EngineRequest) -> list[str]:
-    """The engine's argument list (no shell is involved, so no quoting issues with odd paths)."""
+    """The engine's argument list (no shell is involved, so no quoting issues with odd paths).
+
+    Options left at "the preset's value" (0, "auto", "none") are not passed at all.
+    """
     argv = [python, "-u", "-m", "nst_cli", "run", request.content, request.style,
             "-o", request.output,
             "--preset", request.preset,
@@ -163,6 +170,8 @@ def build_argv(python: str, request: EngineRequest) -> list[str]:
         argv += ["--steps", str(request.steps)]
     if request.device != "auto":
         argv += ["--device", request.device]
+    if request.preserve_color != "none":
+        argv += ["--preserve-color", request.preserve_color]
     return argv
 
 
@@ -307,12 +316,15 @@ def one_line(text: str, limit: int = 400) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _TRACEBACK_NOISE = re.compile(r"^(Traceback \(most recent call last\):|File \"|\s)")
+_BOX_CHARS = " \t\u2500\u2502\u2501\u2503\u256d\u256e\u256f\u2570\u250c\u2510\u2514\u2518"
+"""Rules and corners of the panels rich/typer draw around usage errors."""
 
 
 def stderr_tail(path: str, max_bytes: int = 8192) -> str:
     """The most telling line at the end of the engine's stderr file ("" if none).
 
-    For a Python traceback that is its last line (``ModuleNotFoundError: No module named ...``).
+    For a Python traceback that is its last line (``ModuleNotFoundError: No module named ...``);
+    for a usage error drawn in a box, the text inside the box.
     """
     try:
         with open(path, "rb") as f:
@@ -322,14 +334,15 @@ def stderr_tail(path: str, max_bytes: int = 8192) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in text.splitlines() if ln.strip(_BOX_CHARS)]
     meaningful = [ln for ln in lines if not _TRACEBACK_NOISE.match(ln)]
-    return one_line((meaningful or lines or [""])[-1])
+    return one_line((meaningful or lines or [""])[-1].strip(_BOX_CHARS))
 
 
 EXIT_MEANINGS = {
     1: "the engine rejected the input",
-    2: "the engine did not understand its arguments (plug-in and nst-core versions differ?)",
+    2: "the engine did not understand its arguments: plug-in and nst-core versions differ? "
+       "Run 'nst gimp install' again",
     130: "the engine was interrupted",
     143: "the engine was stopped",
 }
@@ -341,6 +354,8 @@ def failure_message(returncode: int | None, state: RunState, stderr_line: str, e
         return f"Neural style transfer failed: {state.error}"
     if stderr_line:
         message = f"Neural style transfer failed: {stderr_line}"
+        if returncode == 2:
+            message += f" ({EXIT_MEANINGS[2]})"
     elif returncode is not None and returncode < 0:
         try:
             name = signal.Signals(-returncode).name
