@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast test-gimp clean
 
 $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not gimp and not slow"
+
+test-gimp: $(STAMP)
+	$(BIN)/python -m pytest -m gimp
 
 clean:
 	rm -rf $(VENV) demo.png .pytest_cache
