@@ -161,12 +161,10 @@ def scale_sizes(size: int, scales: int | None, factor: float, min_size: int) -> 
 
 
 def working_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """``(h, w)`` for longest side ``size``, enlarged if needed so the shortest side is >= 32."""
+    """``(h, w)`` for longest side ``size``; a side shorter than 32 px is stretched to 32 (the
+    network needs that much; the result is resized back), never the long side."""
     h, w = fit_longest_side(height, width, size)
-    if min(h, w) < MIN_WORKING_SIDE:
-        grow = MIN_WORKING_SIDE / min(h, w)
-        h, w = max(MIN_WORKING_SIDE, round(h * grow)), max(MIN_WORKING_SIDE, round(w * grow))
-    return h, w
+    return max(h, MIN_WORKING_SIDE), max(w, MIN_WORKING_SIDE)
 
 
 def _as_sources(styles: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:
@@ -175,6 +173,10 @@ def _as_sources(styles: ImageSource | Sequence[ImageSource]) -> list[ImageSource
             raise ConfigError("at least one style image is needed")
         return list(styles)
     return [styles]
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _plugin_label(entry: Entry) -> str:
@@ -193,7 +195,7 @@ def plan_run(config: StyleConfig, registries: Registries) -> _Plan:
         raise
     except Exception as exc:
         raise PluginError(f"backbone {config.backbone!r} from {_plugin_label(backbone_entry)} failed to "
-                          f"load: {type(exc).__name__}: {exc}") from exc
+                          f"load: {_one_line(exc)}") from exc
     terms: list[_BoundTerm] = []
     for spec in config.loss_specs():
         terms.append(_resolve_term(spec, config, registries, backbone))
@@ -217,7 +219,7 @@ def _resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, b
         raise
     except Exception as exc:
         raise PluginError(f"loss term {spec.name!r} from {_plugin_label(entry)} failed to start: "
-                          f"{type(exc).__name__}: {exc}") from exc
+                          f"{_one_line(exc)}") from exc
     role = getattr(term, "role", None)
     if role not in ("content", "style", "image"):
         raise PluginError(f"loss term {spec.name!r} from {_plugin_label(entry)} has role {role!r}; "
@@ -524,7 +526,7 @@ def _bind_targets(plan: _Plan, content: Tensor, styles: list[Tensor], blend: tup
             raise
         except Exception as exc:
             raise PluginError(f"loss term {t.name!r} from {t.label} failed to bind its targets: "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{_one_line(exc)}") from exc
 
 
 def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Tensor]]:
@@ -538,7 +540,7 @@ def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Te
         except NSTError:
             raise
         except Exception as exc:
-            raise PluginError(f"loss term {t.name!r} from {t.label} raised {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"loss term {t.name!r} from {t.label} raised {_one_line(exc)}") from exc
         if not isinstance(value, Tensor):
             value = torch.as_tensor(float(value), device=x.device)
         parts.append(t.weight * value)

@@ -99,7 +99,7 @@ def test_scale_sizes_and_minimum_working_side():
     assert scale_sizes(300, None, 2.0, 256) == [300]
     assert scale_sizes(512, 3, 2 ** 0.5, 256) == [256, 362, 512]
     assert working_shape(384, 512, 256) == (192, 256)
-    assert working_shape(12, 400, 64) == (32, 1024)  # 2 x 64 at size 64: shortest side raised to 32
+    assert working_shape(12, 400, 64) == (32, 64)  # 2 x 64 at size 64: the short side stretched to 32
 
 
 def test_adam_and_other_inits_run(content_64, style_64, builtin_registries):

