@@ -225,6 +225,22 @@ def config_from_preset(settings: Mapping[str, Any], **overrides: Any) -> StyleCo
     return StyleConfig(**{**dict(settings), **overrides})
 
 
+def style_weight_for_strength(strength: float, base: float = DEFAULT_STYLE_WEIGHT) -> float:
+    """The style weight β for a one-slider content↔style ``strength`` in [0, 1] (the CLI's
+    ``--strength``, the GIMP dialog's slider / 100).
+
+    The look follows the logarithm of β, so the slider is logarithmic: 0.5 keeps ``base`` and
+    every 0.25 is a factor of 10, i.e. ``β = base · 10 ** (4 · (strength − 0.5))``::
+
+        strength   0           0.25       0.5    0.75       1
+        β          base / 100  base / 10  base   10 · base  100 · base
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ConfigError(f"strength must be a number from 0 to 1, got {strength!r}")
+    _check_number("strength", "base", base)
+    return base * 10.0 ** (4.0 * (strength - 0.5))
+
+
 def _plain(value: Any) -> Any:
     """JSON-safe copy: mappings -> dicts, tuples -> lists, LossSpec -> dicts."""
     if isinstance(value, LossSpec):
