@@ -82,6 +82,9 @@ def test_console_script_run_follows_the_jsonl_contract(tmp_path):
     assert image.shape[-2:] == (48, 64)
     assert (image - resize(read_image(CONTENT).rgb, 48, 64)).abs().mean() > 0.005
     assert (tmp_path / "out.step2.png").is_file()
+    assert done["record"] == str(tmp_path / "out.png.json")
+    record = json.loads((tmp_path / "out.png.json").read_text())
+    assert (record["seed"], record["steps"], record["inputs"]["content"]) == (11, 3, str(CONTENT))
 
 
 def test_sigint_saves_the_best_image_so_far_and_exits_130(tmp_path):
@@ -106,7 +109,10 @@ def test_sigint_saves_the_best_image_so_far_and_exits_130(tmp_path):
     assert done["status"] == "stopped" and "SIGINT" in done["message"]
     assert 1 <= done["steps"] < 500
     assert read_image(out).size == (64, 48)
-    assert sorted(os.listdir(tmp_path)) == ["out.png"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ["out.png", "out.png.json"]  # no temporary file left behind
+    record = json.loads((tmp_path / "out.png.json").read_text())
+    assert done["record"] == str(tmp_path / "out.png.json")
+    assert (record["status"], record["steps"]) == ("stopped", done["steps"])  # the record says it was cut short
 
 
 def test_user_error_in_a_real_process_is_one_line_without_traceback(tmp_path):

@@ -9,9 +9,14 @@ Example ``run.toml``::
     layer-weights = { relu1_1 = 0.5, relu2_1 = 0.3, relu3_1 = 0.2 }
     loss = ["tv:1e-4"]
     seed = 7
+    strength = 0.7                     # multiplies style-weight (see nst run --help)
+    preserve-color = "luminance"
+    mask = ["sky.png"]                 # one per style image; "none" for the whole image
+    precision = "bf16"
+    record = false                     # no run record next to the output
 
 Keys may be spelled with ``-`` or ``_``. Options given on the command line override the file.
-A relative ``init`` path is relative to the working directory, as on the command line.
+A relative ``init`` or ``mask`` path is relative to the working directory, as on the command line.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ from nst_core.errors import ConfigError
 INIT_KEYWORDS = ("content", "noise", "gray")
 """``--init`` values that are not file paths."""
 
+MASK_NONE = "none"
+"""The ``--mask`` value for "this style applies to the whole image"."""
+
 
 def same(value: Any, where: str) -> Any:
     """Numbers and names pass through; StyleConfig checks them."""
@@ -113,6 +116,29 @@ def loss_specs(value: Any, where: str) -> tuple[LossSpec, ...]:
     """Every ``--loss`` given (or the config file's list of them)."""
     values = [value] if isinstance(value, str) else list(value)
     return tuple(loss_spec(item, where) for item in values)
+
+
+def unit_interval(value: Any, where: str) -> float:
+    """A number from 0 to 1 (``--strength``)."""
+    result = number(value, where)
+    if not 0.0 <= result <= 1.0:  # NaN fails too
+        raise ConfigError(f"{where} must be a number from 0 to 1, got {value!r}")
+    return result
+
+
+def flag(value: Any, where: str) -> bool:
+    """``true`` / ``false`` (``record = false`` in a config file; typer parses the command line)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def masks(value: Any, where: str) -> tuple[str | None, ...]:
+    """Every ``--mask`` given, in style order: a path, or ``none`` (None: the whole image)."""
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(item, str) and item for item in values):
+        raise ConfigError(f"{where}: expected mask image paths or {MASK_NONE!r}, one per style image, got {value!r}")
+    return tuple(None if item.strip().lower() == MASK_NONE else item for item in values)
 
 
 def init(value: Any, where: str) -> str:

@@ -59,6 +59,8 @@ class Outcome:
     elapsed: float
     loss: float
     seed: int
+    record: Path | None = None
+    """The run record's sidecar ``OUT.json`` (None with ``--no-record``)."""
 
 
 def duration(seconds: float) -> str:
@@ -87,9 +89,10 @@ def summary(outcome: Outcome) -> str:
     """The line a person sees at the end."""
     stats = (f"{outcome.steps}/{outcome.total} steps, loss {outcome.loss:.4g}, seed {outcome.seed}, "
              f"{duration(outcome.elapsed)}")
+    record = f"; run record in {outcome.record}" if outcome.record else ""
     if outcome.status == "finished":
-        return f"wrote {outcome.output} ({stats})"
-    return f"{outcome.message}; wrote {outcome.output} ({stats})"
+        return f"wrote {outcome.output} ({stats}){record}"
+    return f"{outcome.message}; wrote {outcome.output} ({stats}){record}"
 
 
 def step_line(p: Progress) -> str:
@@ -249,7 +252,7 @@ class JsonlReporter(Reporter):
     def done(self, outcome: Outcome) -> None:
         self._emit("done", output=_path(outcome.output), status=outcome.status,
                    message=outcome.message, steps=outcome.steps, elapsed=outcome.elapsed, loss=outcome.loss,
-                   seed=outcome.seed)
+                   seed=outcome.seed, record=_path(outcome.record) if outcome.record else None)
 
     def error(self, message: str, exit_code: int) -> None:
         self._emit("error", message=messages.one_line(message), exit_code=exit_code)

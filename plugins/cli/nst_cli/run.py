@@ -1,14 +1,15 @@
 """``nst run``: stylise one image. Validates everything cheap first, then calls nst_core.stylize.
 
-Order: plug-ins, settings (preset < config file < command line), output path, input images,
-device, names and layers (the engine's ``plan_run``), seed; then the ``start`` event, the run, the
-output file and the ``done`` event. A user error stops before anything is written; Ctrl-C /
-SIGTERM stop the run and the best image so far is saved.
+Order: plug-ins, the run record (``--from-record``), settings (record < preset < config file <
+command line), inputs, output path, input images and masks, device, names and layers (the
+engine's ``plan_run``), seed; then the ``start`` event, the run, the output file with its run
+record and the ``done`` event. A user error stops before anything is written; Ctrl-C / SIGTERM
+stop the run and the best image so far is saved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 import os
 from pathlib import Path
@@ -24,7 +25,8 @@ from nst_core.engine import plan_run, scale_sizes, working_shape
 from nst_core.errors import ConfigError, ImageError
 from nst_core.image import FORMATS, LoadedImage
 
-from nst_cli import exit_codes
+from nst_cli import exit_codes, options
+from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
 from nst_cli.render import Outcome, ProgressMode, Reporter, RunInfo, make_reporter
 from nst_cli.settings import SETTINGS, RunSettings, resolve
@@ -33,21 +35,28 @@ from nst_cli.signals import Aborted, StopOnSignal
 DEFAULTS = StyleConfig()
 
 
-def check_output(output: Path, inputs: Iterable[Path]) -> None:
-    """Refuse an output path that cannot be written or would overwrite an input, before any work."""
+def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False) -> None:
+    """Refuse an output path that cannot be written or would overwrite an input (or, with
+    ``record``, whose sidecar ``OUT.json`` would), before any work."""
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"{output}: unknown output extension {output.suffix!r}; "
                           f"use one of {', '.join(sorted(FORMATS))}")
     directory = output.parent
     if not directory.is_dir():
         raise ImageError(f"{output}: the output directory {str(directory)!r} does not exist; create it first")
-    if output.is_dir():
-        raise ImageError(f"{output}: is a directory; give the output a file name")
-    for path in inputs:
-        same = path.resolve() == output.resolve() or (path.exists() and output.exists()
-                                                      and os.path.samefile(path, output))
-        if same:
-            raise ConfigError(f"{output}: the output would overwrite the input {path}; choose another output path")
+    targets = [output, *([sidecar_path(output)] if record else [])]
+    for target in targets:
+        if target.is_dir():
+            raise ImageError(f"{target}: is a directory; give the output a file name")
+    inputs = list(inputs)
+    for target in targets:
+        for path in inputs:
+            same = path.resolve() == target.resolve() or (path.exists() and target.exists()
+                                                          and os.path.samefile(path, target))
+            if same:
+                what = "output" if target == output else "run record"
+                raise ConfigError(f"{output}: the {what} would overwrite the input {path}; choose another output "
+                                  f"path")
 
 
 def planned_sizes(config: StyleConfig, image: LoadedImage) -> tuple[tuple[int, int], ...]:
@@ -70,6 +79,8 @@ class Job:
     styles: tuple[Path, ...]
     output: Path
     settings: RunSettings
+    masks: tuple[Path | None, ...] | None
+    """One per style (None: the whole image), or None: no masks."""
     registries: Registries
     info: RunInfo
     alpha: Tensor | None
@@ -77,18 +88,68 @@ class Job:
     notes: tuple[str, ...]
 
 
-def prepare(content: Path, styles: tuple[Path, ...], output: Path, command_line: Mapping[str, Any],
-            config_file: Path | None, reporter: Reporter) -> Job:
+def choose_inputs(content: Path | None, styles: Sequence[Path], settings: RunSettings, record: RunRecord | None,
+                  warn: Callable[[str], None]) -> tuple[Path, tuple[Path, ...], tuple[Path | None, ...] | None]:
+    """Content, styles and masks: the command line's, else the record's. The record's masks go
+    with the record's styles (one per style), so new STYLE arguments drop them (with a warning)."""
+    masks = settings.masks
+    if record is None:
+        assert content is not None and styles, "run() asks for CONTENT and STYLE without --from-record"
+        return content, tuple(styles), masks
+    if content is None or not styles:
+        if record.content is None or not record.styles:
+            raise ConfigError(f"{record.path}: the record names no input files (written by the Python API?); "
+                              f"give CONTENT and STYLE")
+    if not styles:
+        styles = record.styles
+        if masks is None:
+            masks = record.masks
+    elif masks is None and record.masks is not None:
+        warn(f"{record.path}: the record's masks belong to its style images; without --mask the new STYLE "
+             f"images apply to the whole image")
+    return content if content is not None else record.content, tuple(styles), masks
+
+
+def check_masks(masks: Sequence[Path | None], styles: Sequence[Path], content: LoadedImage,
+                reporter: Reporter) -> list[LoadedImage]:
+    """One mask per style image; each is read (so a bad file fails now) and a mask of another
+    shape than the content gets a warning (it is stretched)."""
+    if len(masks) != len(styles):
+        raise ConfigError(f"--mask given {len(masks)} time(s) for {len(styles)} style image(s); give one per "
+                          f"style image, in the same order ({options.MASK_NONE!r} for the whole image)")
+    images = []
+    cw, ch = content.size
+    for path in masks:
+        if path is None:
+            continue
+        image = nst_core.read_image(path)
+        mw, mh = image.size
+        if abs(mw * ch - mh * cw) > 0.02 * mh * cw:
+            reporter.warning(f"{path}: the mask is {mw}x{mh} but the content is {cw}x{ch}; it is stretched to fit")
+        images.append(image)
+    return images
+
+
+def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_line: Mapping[str, Any],
+            config_file: Path | None, reporter: Reporter, from_record: Path | None = None) -> Job:
     """Everything cheap, in the order a person would fix it; raises :class:`NSTError`."""
     registries = load_registries(reporter.warning)
-    settings = resolve(command_line, config_file, registries)
+    record = load_record(from_record) if from_record is not None else None
+    settings = resolve(command_line, config_file, registries, record)
+    content, styles, masks = choose_inputs(content, styles, settings, record, reporter.warning)
     config = settings.config
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise ConfigError(f"--style-blend has {len(config.style_blend)} weight(s) for {len(styles)} style "
                           f"image(s); give one each")
-    inputs = [content, *styles, *([settings.init_image] if settings.init_image else [])]
-    check_output(output, inputs)
-    images = [nst_core.read_image(path) for path in inputs]
+    if record is not None and config.init == "image" and settings.init_image is None:
+        raise ConfigError(f"{from_record}: the recorded run started from an image the record does not name; "
+                          f"give --init PATH")
+    images_in = [content, *styles, *([settings.init_image] if settings.init_image else [])]
+    mask_paths = [m for m in masks or () if m is not None]
+    check_output(output, [*images_in, *mask_paths, *([record.path] if record else [])], record=settings.record)
+    images = [nst_core.read_image(path) for path in images_in]
+    if masks is not None:
+        images += check_masks(masks, styles, images[0], reporter)
     notes = tuple(note for image in images for note in image.notes)
     for note in notes:
         reporter.warning(note)
@@ -100,7 +161,7 @@ def prepare(content: Path, styles: tuple[Path, ...], output: Path, command_line:
     sizes = planned_sizes(config, images[0])
     info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
                    seed=config.seed, sizes=sizes, total=config.steps * len(sizes))
-    return Job(content, styles, output, settings, registries, info, images[0].alpha, notes)
+    return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes)
 
 
 def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, int]:
@@ -120,7 +181,9 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
 
     reporter.start(job.info)
     result = nst_core.stylize(job.content, list(job.styles), job.settings.config, registries=job.registries,
-                              init_image=job.settings.init_image, on_progress=on_progress, should_stop=stop)
+                              init_image=job.settings.init_image,
+                              style_masks=None if job.masks is None else list(job.masks),
+                              on_progress=on_progress, should_stop=stop)
     for note in result.notes:
         if note not in job.notes:
             reporter.warning(note)
@@ -130,24 +193,32 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
 
 
 def _finish(result: StyleResult, job: Job, stop: StopOnSignal) -> tuple[Outcome, int]:
-    """Write the result (also when stopped or non-finite: the best or last finite image) and pick the exit code."""
-    result.save(job.output)
+    """Write the result (also when stopped or non-finite: the best or last finite image) with its
+    run record, and pick the exit code."""
+    settings = job.settings
+    record: dict[str, Any] | bool = False
+    if settings.record:
+        record = result.record(**cli_fields(job.content, job.styles, job.masks, settings.init_image,
+                                            settings.strength, settings.base_style_weight))
+    written = result.save(job.output, record=record)
     message, code = result.message, exit_codes.OK
     if result.status == "non-finite":
         code = exit_codes.NON_FINITE
     elif result.status == "stopped":
         message, code = f"interrupted by {stop.name}, {result.message}; saved the best image so far", stop.exit_code
     outcome = Outcome(output=job.output, status=result.status, message=message, steps=result.steps,
-                      total=result.total_steps, elapsed=result.elapsed, loss=result.loss, seed=result.seed)
+                      total=result.total_steps, elapsed=result.elapsed, loss=result.loss, seed=result.seed,
+                      record=sidecar_path(Path(written)) if record else None)
     return outcome, code
 
 
 OUTPUT = "Output"
+LOOK = "Strength, colour and masks"
 SIZE = "Size, steps and optimiser"
 WEIGHTS = "Weights"
 LAYERS = "Layers and loss terms"
-START = "Start, seed and device"
-FILES = "Presets and config files"
+START = "Start, seed, device and precision"
+FILES = "Presets, config files and run records"
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -160,11 +231,26 @@ EPILOG = """\
 
   nst run photo.jpg style.jpg -o out.png --style-weight 10 --tv-weight 1e-4
 
+  nst run photo.jpg style.jpg -o out.png --strength 0.7 --preserve-color luminance
+
+  nst run photo.jpg style.jpg --mask sky.png -o out.png   [dim](style only where sky.png is white)[/dim]
+
+  nst run photo.jpg a.jpg b.jpg --mask sky.png --mask ground.png -o out.png   [dim](a in the sky, b below)[/dim]
+
+  nst run --from-record out.png -o again.png   [dim](the same run again: settings, seed, inputs)[/dim]
+
+  nst run --from-record out.png other.jpg -o other.png --steps 100   [dim](its settings, another photo)[/dim]
+
   nst run photo.jpg style.jpg -o out.png --loss mean-color:0.5,power=1   [dim](a plug-in loss term)[/dim]
 
   nst run photo.jpg style.jpg -o out.png --config run.toml --steps 100
 
   nst run photo.jpg style.jpg -o out.png --progress jsonl   [dim](JSON events on stdout)[/dim]
+
+[bold]Run records[/bold]
+
+  Every output carries the settings, seed, versions and input paths that made it: in the PNG text
+  (key nst-record) and in OUT.json next to it. --no-record writes neither.
 
 [bold]Exit codes[/bold]
 
@@ -183,16 +269,40 @@ def _option(help: str, panel: str, *names: str, default: Any = None) -> Any:
 
 def run(
     ctx: typer.Context,
-    content: Annotated[Path, typer.Argument(metavar="CONTENT", help="The photo to stylise.", show_default=False)],
-    styles: Annotated[list[Path], typer.Argument(metavar="STYLE", show_default=False,
-                                                 help="One or more style images (several are blended).")],
     output: Annotated[Path, _option("Where to write the result: .png .jpg .jpeg .webp .tif .tiff (atomically).",
                                     OUTPUT, "--output", "-o")],
+    content: Annotated[Path | None, typer.Argument(metavar="CONTENT", show_default=False,
+                                                   help="The photo to stylise (with --from-record: "
+                                                        "default the recorded one).")] = None,
+    styles: Annotated[list[Path] | None, typer.Argument(metavar="STYLE", show_default=False,
+                                                        help="One or more style images (several are blended; "
+                                                             "with --from-record: default the recorded ones).")] = None,
     save_every: Annotated[int | None, _option("Also save the image every N steps, as OUT.stepN.ext.", OUTPUT)] = None,
+    record: Annotated[bool | None, typer.Option(
+        "--record/--no-record", show_default=False, rich_help_panel=FILES,
+        help="Store the run record (settings, seed, versions, input paths) in the PNG's text and in OUT.json. "
+             "Default: on.")] = None,
+    from_record: Annotated[Path | None, _option("Repeat a run: settings, seed and inputs from FILE, an image "
+                                                "written by nst run or its .json record. CONTENT, STYLE and "
+                                                "options given here override the record's.", FILES,
+                                                "--from-record")] = None,
     preset: Annotated[str | None, _option("Start from a preset (`nst list presets`); your options override it.",
                                           FILES)] = None,
     config: Annotated[Path | None, _option("A TOML file with the long options as keys (size = 512, style-layers "
                                            "= [...]); command-line options override it.", FILES, "--config")] = None,
+    strength: Annotated[float | None, _option(
+        "One slider from content (0) to style (1); 0.5 changes nothing. It multiplies the style weight "
+        "(--style-weight, else the preset's or 1): weight = style-weight × 10^(4 × (strength − 0.5)), so "
+        "0 → ÷100, 0.25 → ÷10, 0.75 → ×10, 1 → ×100. The GIMP dialog's strength slider is this × 100.",
+        LOOK)] = None,
+    preserve_color: Annotated[str | None, _option(
+        "Keep the content's colours: none; luminance (style only the brightness, Gatys et al. 2016); "
+        "histogram (recolour the style images to the content's colours first).", LOOK,
+        default=DEFAULTS.preserve_color)] = None,
+    mask: Annotated[list[str] | None, _option(
+        "Where a style applies: a grey or alpha image, white/opaque = style, black/transparent = content, soft "
+        "edges blend. Give one --mask per style image, in the same order; 'none' = the whole image. Outside "
+        "every mask the content is kept.", LOOK, "--mask")] = None,
     size: Annotated[int | None, _option("Longest side of the output in pixels.", SIZE, default=DEFAULTS.size)] = None,
     steps: Annotated[int | None, _option("Optimiser steps per scale.", SIZE, default=DEFAULTS.steps)] = None,
     scales: Annotated[int | None, _option("Coarse-to-fine scales. Default: as many as fit from --min-scale-size "
@@ -233,20 +343,30 @@ def run(
     seed: Annotated[int | None, _option("Random seed. Default: a new one, printed so the run can be repeated.",
                                         START)] = None,
     device: Annotated[str | None, _option("auto, cpu, cuda, cuda:N or mps.", START, default=DEFAULTS.device)] = None,
+    precision: Annotated[str | None, _option("float32; or bf16 / fp16: the network runs in half precision "
+                                             "(faster on GPUs, less memory), the losses stay float32.", START,
+                                             default=DEFAULTS.precision)] = None,
     progress: Annotated[ProgressMode, typer.Option(help="rich (a bar), plain (lines), jsonl (JSON events on stdout) "
                                                    "or none. auto: rich on a terminal, else plain.",
                                                    rich_help_panel=OUTPUT)] = ProgressMode.auto,
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write the result to OUT.
 
-    The seed, device and working sizes are printed first, so a run can be repeated with --seed.
+    The seed, device and working sizes are printed first, so a run can be repeated with --seed;
+    OUT also carries its run record, so `nst run --from-record OUT -o OUT2` repeats it.
 
     Progress goes to stderr; with --progress jsonl, JSON events go to stdout (PROGRESS_JSONL.md).
     """
+    if from_record is None:
+        if content is None:
+            raise typer.BadParameter("give CONTENT and STYLE (or --from-record FILE)", param_hint="'CONTENT'")
+        if not styles:
+            raise typer.BadParameter("give at least one STYLE image after CONTENT (or --from-record FILE)",
+                                     param_hint="'STYLE'")
     command_line = {setting.key: ctx.params[setting.param] for setting in SETTINGS}
     with make_reporter(progress) as reporter, StopOnSignal() as stop:
         try:
-            job = prepare(content, tuple(styles), output, command_line, config, reporter)
+            job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record)
             outcome, code = execute(job, reporter, stop)
         except NSTError as exc:
             reporter.error(str(exc), exit_codes.USER_ERROR)

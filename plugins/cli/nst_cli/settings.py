@@ -1,7 +1,9 @@
 """The settings of ``nst run``: one table shared by its options and ``--config`` files.
 
-Precedence, lowest first: StyleConfig's defaults, the preset (``--preset`` or ``preset = ...`` in
-the file), the config file, the command line. Only what is given at each level overrides.
+Precedence, lowest first: StyleConfig's defaults (or, with ``--from-record``, the recorded run),
+the preset (``--preset`` or ``preset = ...`` in the file), the config file, the command line. Only
+what is given at each level overrides. ``--strength`` then multiplies the style weight that won
+(:func:`nst_core.config.style_weight_for_strength`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from nst_core import Registries, StyleConfig
-from nst_core.config import config_from_preset
+from nst_core.config import config_from_preset, style_weight_for_strength
 from nst_core.errors import UnknownNameError
 
 from nst_cli import options
 from nst_cli.config_file import read_config_file
+from nst_cli.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ class Setting:
     """One ``nst run`` option: ``--key`` on the command line and ``key`` in a config file.
 
     ``field`` is the :class:`StyleConfig` field it sets, or one of the run's own settings
-    (``preset``, ``init``, ``save_every``); ``parse`` turns the raw value into the field's value.
+    (``preset``, ``save_every``, ``style_masks``, ``strength``, ``record``); ``parse`` turns the raw
+    value into the field's value.
     """
 
     key: str
@@ -62,8 +66,15 @@ SETTINGS = (
     Setting("scale-factor", "scale_factor"),
     Setting("min-scale-size", "min_scale_size"),
     Setting("style-scale", "style_scale"),
+    Setting("preserve-color", "preserve_color"),
+    Setting("mask", "style_masks", options.masks),
+    Setting("precision", "precision"),
+    Setting("strength", "strength", options.unit_interval),
     Setting("save-every", "save_every", lambda value, where: options.whole_number(value, where)),
+    Setting("record", "record", options.flag),
 )
+RUN_FIELDS = ("preset", "save_every", "style_masks", "strength", "record")
+"""Settings of the run itself, not StyleConfig fields."""
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
@@ -75,6 +86,12 @@ class RunSettings:
     init_image: Path | None
     save_every: int | None
     preset: str | None
+    masks: tuple[Path | None, ...] | None = None
+    """One per style image (None: the whole image), or None when no --mask was given."""
+    strength: float | None = None
+    base_style_weight: float | None = None
+    """The style weight before ``strength`` multiplied it (the run record keeps both)."""
+    record: bool = True
 
 
 def _given(value: Any) -> bool:
@@ -95,15 +112,40 @@ def file_values(path: Path) -> dict[str, Any]:
     return parse_values(raw, lambda key: f"{path}: {key}")
 
 
-def resolve(command_line: Mapping[str, Any], config_file: Path | None, registries: Registries) -> RunSettings:
-    """Merge preset, config file and command line (``{key: raw or None}``) into :class:`RunSettings`."""
+def _record_base(record: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lowest level from a run record: its StyleConfig fields (the style weight before any
+    recorded strength) and its run settings (strength)."""
+    fields = {name: getattr(record.config, name) for name in StyleConfig.__dataclass_fields__}
+    run: dict[str, Any] = {}
+    if record.strength is not None and record.base_style_weight is not None:
+        fields["style_weight"] = record.base_style_weight
+        run["strength"] = record.strength
+    return fields, run
+
+
+def resolve(command_line: Mapping[str, Any], config_file: Path | None, registries: Registries,
+            record: RunRecord | None = None) -> RunSettings:
+    """Merge record, preset, config file and command line (``{key: raw or None}``) into
+    :class:`RunSettings`; then ``strength`` scales the style weight."""
     merged = file_values(config_file) if config_file is not None else {}
     merged.update(parse_values(command_line, lambda key: f"--{key}"))
-    preset = merged.pop("preset", None)
-    save_every = merged.pop("save_every", None)
+    base, run = _record_base(record) if record is not None else ({}, {})
+    run.update({name: merged.pop(name) for name in RUN_FIELDS if name in merged})
+    preset = run.get("preset")
     init_image = None
     if merged.get("init") not in (None, *options.INIT_KEYWORDS):
         init_image = Path(merged["init"])
         merged["init"] = "image"
-    base = registries.presets.get(preset) if preset is not None else {}
-    return RunSettings(config_from_preset(base, **merged), init_image, save_every, preset)
+    elif "init" not in merged and record is not None and record.config.init == "image":
+        init_image = record.init
+    if preset is not None:
+        base.update(registries.presets.get(preset))
+    config = config_from_preset(base, **merged)
+    strength = run.get("strength")
+    base_style_weight = config.style_weight
+    if strength is not None:
+        config = config.replace(style_weight=style_weight_for_strength(strength, base_style_weight))
+    masks = run.get("style_masks")
+    return RunSettings(config, init_image, run.get("save_every"), preset,
+                       masks=None if masks is None else tuple(None if m is None else Path(m) for m in masks),
+                       strength=strength, base_style_weight=base_style_weight, record=run.get("record", True))
