@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import os
 from pathlib import Path
 import shlex
-import subprocess
 import sys
 import time
 
@@ -69,11 +68,12 @@ SHEETS: dict[str, list[Entry]] = {
 THUMB_HEIGHT = 256
 
 
-def command(entry: Entry, out: Path, device: str, steps: int) -> list[str]:
-    args = [*entry.args, "-o", str(out), "--seed", "1", "--device", device, "--progress", "none"]
+def arguments(entry: Entry, out: Path, device: str, steps: int) -> list[str]:
+    """The `nst` arguments of an entry (run in this process: torch is imported once)."""
+    args = ["run", *entry.args, "-o", str(out), "--seed", "1", "--device", device, "--progress", "none"]
     if steps:
         args += ["--steps", str(steps)]
-    return [sys.executable, "-m", "nst_cli", "run", *args]
+    return args
 
 
 def shown(entry: Entry, steps: int) -> str:
@@ -110,14 +110,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "gallery")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=0, help="steps per scale (0: the default, 500)")
-    parser.add_argument("--only", default="", help="comma-separated sheet names")
+    parser.add_argument("--only", default="", help="comma-separated sheet names, in the order to make them")
     parser.add_argument("--keep", type=Path, default=None, help="also keep each result here (full size)")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     work = options.keep or options.out / "_work"
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins" / "cli"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins" / "cli")]
+    os.chdir(ROOT)
+    from typer.testing import CliRunner
+
+    from nst_cli.app import app
+
+    runner = CliRunner()
     wanted = [s for s in options.only.split(",") if s] or list(SHEETS)
     lines = ["| sheet | image | command | seconds |", "| --- | --- | --- | --- |"]
     for sheet_name in wanted:
@@ -127,19 +132,17 @@ def main() -> int:
         for entry in SHEETS[sheet_name]:
             out = work / f"{entry.name}.png"
             started = time.perf_counter()
-            done = subprocess.run(command(entry, out, options.device, options.steps), cwd=ROOT, env=env,
-                                  capture_output=True, text=True)
+            done = runner.invoke(app, arguments(entry, out, options.device, options.steps))
             seconds = time.perf_counter() - started
-            if done.returncode != 0:
-                print(f"{entry.name}: failed ({done.returncode}): {done.stderr.strip()[-500:]}", flush=True)
+            if done.exit_code != 0:
+                print(f"{entry.name}: failed ({done.exit_code}): {done.output.strip()[-500:]}", flush=True)
                 continue
             print(f"{entry.name}: {seconds:.1f} s", flush=True)
             lines.append(f"| {sheet_name} | {entry.label} | `{shown(entry, options.steps)}` | {seconds:.0f} |")
             tiles.append(thumbnail(out, entry.label))
         if tiles:
-            compose(tiles, columns=3 if sheet_name != "sizes" else 3).save(
-                options.out / f"{sheet_name}.jpg", quality=88)
-    (options.out / "gallery.md").write_text("\n".join(lines) + "\n")
+            compose(tiles, columns=3).save(options.out / f"{sheet_name}.jpg", quality=88)
+        (options.out / "gallery.md").write_text("\n".join(lines) + "\n")
     return 0
 
 
