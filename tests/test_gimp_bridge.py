@@ -1,6 +1,6 @@
 """The GIMP-free half of the GIMP plug-in (plugins/gimp/nst-style-transfer/nst_gimp_bridge.py).
 
-No GIMP here: argument building, the strength mapping, jsonl progress parsing, error messages,
+No GIMP here: argument building (strength and style scale), jsonl progress parsing, error messages,
 temp folders, PNG writing and the engine's process handling. The argument list is also run
 through the real ``nst run`` (real engine, tiny image), so the plug-in and the CLI cannot drift
 apart unnoticed. The GIMP side is tested in a real GIMP by test_gimp_e2e.py.
@@ -60,29 +60,42 @@ def test_bridge_imports_no_gi():
 
 
 # ---------------------------------------------------------------------------------------------
-# Strength -> --style-weight
+# Strength -> --strength (the engine does the logarithmic mapping)
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("strength", "fraction"), [(0, 0.0), (25, 0.25), (50, 0.5), (75, 0.75), (100, 1.0),
+                                                     (-10, 0.0), (1e9, 1.0)])
+def test_strength_fraction(strength, fraction):
+    assert bridge.strength_fraction(strength) == pytest.approx(fraction)
+
+
+def test_no_strength_mapping_of_its_own():
+    assert not hasattr(bridge, "strength_to_style_weight") and not hasattr(bridge, "style_weight_to_strength")
+
+
 @pytest.mark.parametrize(("strength", "weight"), [(0, 0.01), (25, 0.1), (50, 1.0), (75, 10.0), (100, 100.0)])
-def test_strength_table(strength, weight):
-    assert bridge.strength_to_style_weight(strength) == pytest.approx(weight)
-    assert bridge.style_weight_to_strength(weight) == pytest.approx(strength)
+def test_readme_strength_table_is_the_engines_mapping(strength, weight):
+    """plugins/gimp/README.md's table, checked against what the engine makes of --strength."""
+    from nst_core.config import style_weight_for_strength
+
+    assert style_weight_for_strength(bridge.strength_fraction(strength)) == pytest.approx(weight)
 
 
-def test_strength_is_monotonic_and_clamped():
-    weights = [bridge.strength_to_style_weight(s) for s in range(0, 101, 5)]
-    assert weights == sorted(weights) and len(set(weights)) == len(weights)
-    assert bridge.strength_to_style_weight(-10) == pytest.approx(0.01)
-    assert bridge.strength_to_style_weight(1e9) == pytest.approx(100.0)
-    with pytest.raises(ValueError):
-        bridge.style_weight_to_strength(0)
+def test_default_strength_keeps_the_engines_default_style_weight():
+    from nst_core import StyleConfig
+    from nst_core.config import style_weight_for_strength
+
+    assert style_weight_for_strength(bridge.strength_fraction(bridge.STRENGTH_DEFAULT)) == pytest.approx(
+        StyleConfig().style_weight)
 
 
-def test_default_strength_is_the_engines_default_style_weight():
+def test_style_scale_default_is_the_engines():
     from nst_core import StyleConfig
 
-    assert bridge.strength_to_style_weight(bridge.STRENGTH_DEFAULT) == pytest.approx(StyleConfig().style_weight)
+    assert bridge.STYLE_SCALE_DEFAULT == StyleConfig().style_scale
+    low, high = bridge.STYLE_SCALE_RANGE
+    assert low < bridge.STYLE_SCALE_DEFAULT < high
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,10 +105,11 @@ def test_default_strength_is_the_engines_default_style_weight():
 
 def test_build_argv_full():
     request = bridge.EngineRequest(content="/t/c.png", style="/s/my style.jpg", output="/t/o.png", preset="best",
-                                   strength=75, size=640, steps=30, seed=7, device="cuda", preserve_color="luminance")
+                                   strength=75, size=640, steps=30, seed=7, device="cuda", preserve_color="luminance",
+                                   style_scale=2.5)
     assert bridge.build_argv("/venv/bin/python", request) == [
         "/venv/bin/python", "-u", "-m", "nst_cli", "run", "/t/c.png", "/s/my style.jpg", "-o", "/t/o.png",
-        "--preset", "best", "--style-weight", "10", "--seed", "7", "--progress", "jsonl",
+        "--preset", "best", "--strength", "0.75", "--style-scale", "2.5", "--seed", "7", "--progress", "jsonl",
         "--size", "640", "--steps", "30", "--device", "cuda", "--preserve-color", "luminance"]
 
 
@@ -103,21 +117,36 @@ def test_build_argv_leaves_preset_values_alone():
     argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o"))
     assert "--size" not in argv and "--steps" not in argv and "--device" not in argv
     assert "--preserve-color" not in argv
-    assert argv[argv.index("--style-weight") + 1] == "1"
+    assert "--style-weight" not in argv  # the preset's (or the engine's) weight is the base --strength scales
+    assert argv[argv.index("--strength") + 1] == "0.5"
+    assert argv[argv.index("--style-scale") + 1] == "1"
     assert argv[argv.index("--preset") + 1] == "fast"
 
 
+@pytest.mark.parametrize(("strength", "style_scale", "expected"), [
+    (0, 0.25, ("0", "0.25")), (33.3, 0.5, ("0.333", "0.5")), (100, 4.0, ("1", "4")), (12.5, 1.75, ("0.125", "1.75"))])
+def test_build_argv_strength_and_style_scale_values(strength, style_scale, expected):
+    argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o", strength=strength,
+                                                        style_scale=style_scale))
+    assert (argv[argv.index("--strength") + 1], argv[argv.index("--style-scale") + 1]) == expected
+
+
 @pytest.mark.parametrize("bad", [{"preset": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5},
-                                 {"preserve_color": "sepia"}])
+                                 {"preserve_color": "sepia"}, {"style_scale": 0.1}, {"style_scale": 5.0},
+                                 {"style_scale": float("nan")}])
 def test_request_rejects_bad_values(bad):
     with pytest.raises(bridge.BridgeError):
         bridge.EngineRequest(content="c", style="s", output="o", **bad)
 
 
-def test_presets_are_the_engines():
+def test_presets_are_the_engines_quality_presets():
+    """The dialog offers the engine's quality presets (the look presets such as soft/bold overlap
+    the dialog's own strength and colour controls, so it leaves them out)."""
     from nst_core.builtins.presets import PRESETS
 
-    assert set(bridge.PRESETS) == set(PRESETS)
+    assert set(bridge.PRESETS) <= set(PRESETS)
+    quality = {name for name, (values, _) in PRESETS.items() if {"size", "steps"} <= set(values)}
+    assert set(bridge.PRESETS) == quality
 
 
 def test_engine_environment_drops_gimps_python_variables():
@@ -444,7 +473,7 @@ def test_argv_runs_the_real_engine(tmp_path, examples):
         im.convert("RGB").resize((48, 36)).save(content)
     request = bridge.EngineRequest(content=str(content), style=str(examples / "starry_night.jpg"),
                                    output=str(tmp_path / "out.png"), strength=60, size=40, steps=2, seed=5,
-                                   device="cpu")
+                                   device="cpu", style_scale=0.5)
     fractions, texts = [], []
 
     def on_progress(fraction, text):

@@ -124,6 +124,8 @@ def test_rgba_pixels_are_stylised_not_inverted_or_noise(e2e):
 def test_gray16_offset_layer_feathered_selection_and_style_layer(e2e):
     rec = case(e2e, "gray16")
     assert rec["status"] == "success", rec
+    assert rec["style_scale"] == 2.0  # a non-default style scale (--style-scale 2) still gives the layer
+    assert case(e2e, "rgba")["style_scale"] == 1.0 and case(e2e, "rgba")["strength"] == 50.0  # the defaults
     assert rec["precision"] == "u16-non-linear"
     new, source = rec["layers"]
     assert new["id"] == rec["returned_layer"] and source["id"] == rec["source_id"]

@@ -179,7 +179,8 @@ def stylize(image, drawable, config, run_mode):
             preset=config.get_property("preset"), strength=config.get_property("strength"),
             size=config.get_property("size"), steps=config.get_property("steps"),
             seed=config.get_property("seed"), device=config.get_property("device"),
-            preserve_color=config.get_property("preserve-color"))
+            preserve_color=config.get_property("preserve-color"),
+            style_scale=config.get_property("style-scale"))
         argv = bridge.build_argv(engine.python, request)
 
         def on_progress(fraction, text):
@@ -224,11 +225,13 @@ def show_dialog(procedure, config):
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
-    dialog.get_scale_entry("strength", 1.0)  # a slider instead of a bare spin button
+    dialog.get_scale_entry("strength", 1.0)  # sliders instead of bare spin buttons
+    dialog.get_scale_entry("style-scale", 1.0)
     dialog.fill_box("advanced-box", ["size", "steps", "seed", "device"])
     dialog.get_label("advanced-label", "Advanced (0 = the preset's value)", False, False)
     dialog.fill_frame("advanced", "advanced-label", False, "advanced-box")
-    dialog.fill(["style-file", "style-layer", "preset", "strength", "preserve-color", "advanced"])
+    dialog.fill(["style-file", "style-layer", "preset", "strength", "style-scale", "preserve-color",
+                 "advanced"])
     try:
         return dialog.run()
     finally:
@@ -290,8 +293,9 @@ class NeuralStyleTransfer(Gimp.PlugIn):
             "Repaint the layer in the style of a painting (neural style transfer)",
             "Stylises the active layer with a style image (Gatys et al. 2015) using the nst-core engine, "
             "which runs as a separate process. The result is a new layer above the source, limited to "
-            "the selection; the source is not changed. Style strength is logarithmic: 50 is the "
-            "engine's default style weight 1.0, every 25 points multiplies it by 10.",
+            "the selection; the source is not changed. Style strength is logarithmic: 50 keeps the "
+            "engine's style weight, every 25 points multiplies it by 10. Style scale sets the size "
+            "of the brush strokes.",
             name)
         procedure.set_attribution("nst-core developers", "nst-core developers, MIT licence", "2025")
         procedure.add_file_argument("style-file", "Style _image", "The painting whose style is applied",
@@ -309,6 +313,10 @@ class NeuralStyleTransfer(Gimp.PlugIn):
                                       "0-100, logarithmic: 50 = the engine's default style weight, "
                                       "+25 = 10x more style, -25 = 10x less",
                                       0.0, 100.0, bridge.STRENGTH_DEFAULT, RW)
+        procedure.add_double_argument("style-scale", "Style sc_ale (brush size)",
+                                      "Size of the style image relative to the working size: "
+                                      "above 1 gives larger brush strokes, below 1 finer ones",
+                                      *bridge.STYLE_SCALE_RANGE, bridge.STYLE_SCALE_DEFAULT, RW)
         procedure.add_choice_argument(
             "preserve-color", "Keep colo_urs", "Keep the layer's own colours and take only the style's texture",
             _choice([("none", "No: take the painting's colours", ""),

@@ -46,34 +46,22 @@ STALE_AFTER_S = 24 * 3600
 """A temp folder whose owner process still exists is only removed after this long."""
 
 # ---------------------------------------------------------------------------------------------
-# Style strength -> --style-weight
+# Dialog values passed on as they are
 # ---------------------------------------------------------------------------------------------
 
 STRENGTH_DEFAULT = 50.0
-STRENGTH_PER_DECADE = 25.0
+"""The dialog's style strength is 0–100; the engine's ``--strength`` is that / 100 and does the
+logarithmic mapping itself (nst_core.config.style_weight_for_strength: 50 keeps the style weight,
+every 25 points is a factor of 10)."""
+STYLE_SCALE_DEFAULT = 1.0
+STYLE_SCALE_RANGE = (0.25, 4.0)
+"""The dialog's style scale (``--style-scale``: the style image's size relative to the working
+size; bigger means larger brush strokes)."""
 
 
-def strength_to_style_weight(strength: float) -> float:
-    """Map the dialog's style strength (0–100) to the engine's ``--style-weight``.
-
-    The engine's default style weight is 1.0; the look changes with the logarithm of the weight,
-    so the slider is logarithmic: 50 gives 1.0 (the engine's default) and every 25 points is a
-    factor of 10::
-
-        strength   0     25    50    75    100
-        weight     0.01  0.1   1     10    100
-
-    i.e. ``weight = 10 ** ((strength - 50) / 25)``. Values outside 0–100 are clamped.
-    """
-    s = min(100.0, max(0.0, float(strength)))
-    return 10.0 ** ((s - STRENGTH_DEFAULT) / STRENGTH_PER_DECADE)
-
-
-def style_weight_to_strength(weight: float) -> float:
-    """The inverse of :func:`strength_to_style_weight` (for documentation and tests)."""
-    if weight <= 0:
-        raise ValueError("style weight must be > 0")
-    return STRENGTH_DEFAULT + STRENGTH_PER_DECADE * math.log10(weight)
+def strength_fraction(strength: float) -> float:
+    """The dialog's 0–100 strength as the engine's ``--strength`` (0–1), clamped."""
+    return min(100.0, max(0.0, float(strength))) / 100.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +124,7 @@ class EngineRequest:
     seed: int = 0
     device: str = "auto"
     preserve_color: str = "none"
+    style_scale: float = STYLE_SCALE_DEFAULT
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -147,21 +136,22 @@ class EngineRequest:
         for name in ("size", "steps", "seed"):
             if getattr(self, name) < 0:
                 raise BridgeError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-    @property
-    def style_weight(self) -> float:
-        return strength_to_style_weight(self.strength)
+        low, high = STYLE_SCALE_RANGE
+        if not low <= self.style_scale <= high:
+            raise BridgeError(f"style scale must be from {low:g} to {high:g}, got {self.style_scale:g}")
 
 
 def build_argv(python: str, request: EngineRequest) -> list[str]:
     """The engine's argument list (no shell is involved, so no quoting issues with odd paths).
 
-    Options left at "the preset's value" (0, "auto", "none") are not passed at all.
+    Strength (as 0–1: the engine maps it to a style weight) and style scale are always passed;
+    options left at "the preset's value" (0, "auto", "none") are not passed at all.
     """
     argv = [python, "-u", "-m", "nst_cli", "run", request.content, request.style,
             "-o", request.output,
             "--preset", request.preset,
-            "--style-weight", f"{request.style_weight:.6g}",
+            "--strength", f"{strength_fraction(request.strength):.6g}",
+            "--style-scale", f"{request.style_scale:.6g}",
             "--seed", str(request.seed),
             "--progress", "jsonl"]
     if request.size > 0:

@@ -8,9 +8,10 @@ in tests/test_gimp_e2e.py, so a failure there shows real numbers. It raises (GIM
 when the plug-in is not registered at all, because then nothing else can be measured.
 
 Cases: cancel (the plug-in is SIGKILLed mid-run by the host, as GIMP's Cancel does), rgba
-(8-bit RGBA photo, style from a file), gray16 (16-bit grayscale with a feathered selection, style
-from an open layer), and the error paths: missing style file, a style file that is not an image,
-an engine Python without nst-core, an engine Python that does not exist.
+(8-bit RGBA photo, style from a file, default strength and style scale), gray16 (16-bit grayscale
+with a feathered selection, style from an open layer, style scale 2), and the error paths: missing
+style file, a style file that is not an image, an engine Python without nst-core, an engine Python
+that does not exist.
 """
 
 import json
@@ -60,7 +61,8 @@ def call(image, layer, **props):
     started = time.time()
     values = procedure.run(config)
     status = values.index(0)
-    record = {"status": status.value_nick, "seconds": round(time.time() - started, 2)}
+    record = {"status": status.value_nick, "seconds": round(time.time() - started, 2),
+              "style_scale": config.get_property("style-scale"), "strength": config.get_property("strength")}
     if status == Gimp.PDBStatusType.SUCCESS:
         returned = values.index(1)
         record["returned_layer"] = returned.get_id() if returned is not None else None
@@ -132,7 +134,8 @@ Gimp.Selection.feather(image, 12.0)
 style_image = load(out("style.png"))
 style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
 before = dump(source, "gray16-source-before", "Y'A u16")
-record = call(image, source, style_layer=style_image.get_layers()[0], size=64, steps=4, seed=2)
+record = call(image, source, style_layer=style_image.get_layers()[0], size=64, steps=4, seed=2,
+              style_scale=2.0)
 record["precision"] = image.get_precision().value_nick
 record["layers"] = [describe(layer) for layer in image.get_layers()]
 record["source_before"] = before
