@@ -226,7 +226,7 @@ def show_dialog(procedure, config):
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
     dialog.get_scale_entry("strength", 1.0)  # sliders instead of bare spin buttons
-    dialog.get_scale_entry("style-scale", 1.0)
+    dialog.get_scale_entry("style-scale", 1.0).set_logarithmic(True)  # 1.0 in the middle of 0.25-4
     dialog.fill_box("advanced-box", ["size", "steps", "seed", "device"])
     dialog.get_label("advanced-label", "Advanced (0 = the preset's value)", False, False)
     dialog.fill_frame("advanced", "advanced-label", False, "advanced-box")
