@@ -32,7 +32,15 @@ import torch  # noqa: E402
 
 from benchmarks.common import Evaluator, interleaved, prepare_pair  # noqa: E402
 
-CONTESTANTS = ("floor", "ours", "pastiche")
+CONTESTANTS = {  # label: (runner, options)
+    "floor": ("floor", {}),
+    "floor-cl": ("floor", {"channels_last": True}),
+    "floor-bf16": ("floor", {"channels_last": True, "precision": "bf16"}),
+    "ours": ("ours", {}),
+    "ours-bf16": ("ours", {"precision": "bf16"}),
+    "pastiche": ("pastiche", {}),
+}
+DEFAULT = ("floor", "floor-cl", "ours", "ours-bf16", "pastiche")
 
 
 def machine() -> str:
@@ -61,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="steps per size (one value for all, or one per size)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of alternating runs (median reported)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--contestants", nargs="+", default=list(CONTESTANTS), choices=CONTESTANTS)
+    parser.add_argument("--contestants", nargs="+", default=list(DEFAULT), choices=list(CONTESTANTS),
+                        help="floor: plain float32 VGG forward+backward; floor-cl: the same channels-last; "
+                             "floor-bf16: channels-last under bf16 autocast; ours-bf16: precision='bf16'")
     parser.add_argument("--ours", action="append", default=[], metavar="FIELD=VALUE",
                         help="extra StyleConfig field for ours, e.g. --ours precision=bf16 (repeatable)")
     parser.add_argument("--out", help="append the table (with this command) to this markdown file")
@@ -88,15 +98,18 @@ def main(argv: list[str] | None = None) -> int:
              f"interleaved round(s); s/step: mean wall seconds over steps 2..n; CPU s/step: the same in "
              f"CPU seconds of the contestant's process (all threads), less sensitive to other load; total: own time of the whole call "
              f"(weights, targets, steps); peak: the contestant's process (Δ: above its RSS at the "
-             f"start of the call); J: benchmarks/evaluator.py (lower is better).", "",
-             "| size | contestant | steps | s/step | × floor | CPU s/step | × floor | total s | peak MB | Δ MB | J total | J content | J style |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"start of the call); pastiche ÷ this: how many times faster per step (wall) than pastiche; "
+             f"J: benchmarks/evaluator.py (lower is better).", "",
+             "| size | contestant | steps | s/step | × floor | CPU s/step | × floor | pastiche ÷ this | total s | peak MB | Δ MB | J total | J content | J style |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     print("\n".join(lines), flush=True)
     rows = []
     for size, n in zip(args.sizes, steps):
         pair = prepare_pair(size, workdir)
         judge = Evaluator(pair.content, pair.style)
-        contestants = [(name, name, dict(ours_config) if name == "ours" else {}) for name in args.contestants]
+        contestants = [(name, CONTESTANTS[name][0],
+                        {**CONTESTANTS[name][1], **(ours_config if CONTESTANTS[name][0] == "ours" else {})})
+                       for name in args.contestants]
         results = {name: [] for name in args.contestants}
         for r in range(args.repeats):
             order = contestants[r % len(contestants):] + contestants[: r % len(contestants)]
@@ -105,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         floor = statistics.median(r.seconds_per_step for r in results["floor"]) if "floor" in results else math.nan
         floor_cpu = (statistics.median(r.cpu_seconds_per_step for r in results["floor"]) if "floor" in results
                      else math.nan)
+        past = statistics.median(r.seconds_per_step for r in results["pastiche"]) if "pastiche" in results else math.nan
         for name in args.contestants:
             runs = results[name]
             sps = statistics.median(r.seconds_per_step for r in runs)
@@ -115,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             scores = [judge(r.image) for r in runs if r.image is not None]
             score = min(scores, key=lambda s: s.total) if scores else None
             w, h = runs[0].size
-            row = (f"| {w}×{h} | {name}{' ' + str(ours_config) if name == 'ours' and ours_config else ''} | "
-                   f"{runs[0].steps} | {fmt(sps)} | {fmt(sps / floor)} | {fmt(cps)} | {fmt(cps / floor_cpu)} | {fmt(total)} | "
+            row = (f"| {w}×{h} | {name}{' ' + str(ours_config) if name.startswith('ours') and ours_config else ''} | "
+                   f"{runs[0].steps} | {fmt(sps)} | {fmt(sps / floor)} | {fmt(cps)} | {fmt(cps / floor_cpu)} | {fmt(past / sps)} | {fmt(total)} | "
                    f"{fmt(peak, 4)} | {fmt(delta, 4)} | {fmt(score.total if score else math.nan, 4)} | "
                    f"{fmt(score.content if score else math.nan, 4)} | {fmt(score.style if score else math.nan, 4)} |")
             rows.append(row)

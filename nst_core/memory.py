@@ -1,0 +1,219 @@
+"""How much memory a run needs, how much the device has, and the decision taken before step 1.
+
+The peak of a run comes at its largest scale, in the backward pass, and grows linearly with the
+number of pixels (crowsonkb and htoyryla observed the same for their engines): the feature maps
+kept for the backward pass, the gradients flowing back through them, the optimiser's state and
+L-BFGS's history of curvature pairs. :func:`estimate` adds these up from bytes per pixel
+*measured* with ``benchmarks/bench_memory.py`` (peak RSS on a CPU, peak allocated on CUDA, with
+the default VGG19 up to relu5_1; see benchmarks/RESULTS.md), and :func:`plan_memory` compares
+the estimate with what the device has free:
+
+* it fits: go;
+* it fits only with gradient checkpointing (``StyleConfig.checkpoint=None``, the default):
+  switch it on and say so in the result's notes;
+* it does not fit: raise :class:`ResourceError` before anything heavy is allocated, naming the
+  largest size that would fit and what else would help.
+
+``NST_MEMORY_CHECK=0`` in the environment turns the refusal off (the estimate is then only a
+note), for machines whose free memory the check cannot see (e.g. swap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import os
+from pathlib import Path
+
+import torch
+
+from nst_core.errors import ResourceError
+
+GIB = 2**30
+MEMORY_CHECK_ENV = "NST_MEMORY_CHECK"
+SAFETY = 1.10
+"""Estimates are multiplied by this before they are compared with the free memory."""
+
+# Bytes per working pixel of the activations, their gradients, the targets and the optimiser's
+# state (without L-BFGS pairs), by device kind, precision and checkpointing; measured with
+# benchmarks/bench_memory.py (CPU: peak RSS above the RSS once torch and the weights are
+# loaded; CUDA: peak allocated, gpu_check on an H100) and rounded up.
+BYTES_PER_PIXEL = {
+    ("cpu", "float32", False): 2400,
+    ("cpu", "float32", True): 1900,
+    ("cpu", "bf16", False): 2000,
+    ("cpu", "bf16", True): 1500,
+    ("cpu", "fp16", False): 2000,
+    ("cpu", "fp16", True): 1500,
+    ("cuda", "float32", False): 2500,
+    ("cuda", "float32", True): 2000,
+    ("cuda", "bf16", False): 1900,
+    ("cuda", "bf16", True): 1400,
+    ("cuda", "fp16", False): 1900,
+    ("cuda", "fp16", True): 1400,
+}
+FIXED_BYTES = {"cpu": 300 * 2**20, "cuda": 200 * 2**20}
+"""What a run needs beyond the per-pixel part: style targets, workspaces, allocator slack."""
+
+LBFGS_PAIR_BYTES_PER_PIXEL = 2 * 3 * 4  # one (s, y) pair: two float32 copies of (3, h, w)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs at its largest scale, beyond what is in use before it starts."""
+
+    activations: int
+    lbfgs: int
+    fixed: int
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.lbfgs + self.fixed
+
+
+def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
+    """Curvature pairs L-BFGS holds at most: the engine's history rule, and no more than steps − 1."""
+    history = int(min(100, max(5, history_bytes // (LBFGS_PAIR_BYTES_PER_PIXEL * pixels))))
+    return max(0, min(history, steps - 1))
+
+
+def estimate(height: int, width: int, *, precision: str = "float32", device: torch.device | str = "cpu",
+             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs") -> Estimate:
+    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers)."""
+    kind = torch.device(device).type
+    kind = kind if kind in ("cpu", "cuda") else "cuda"  # MPS: unified memory, like a GPU allocator
+    pixels = height * width
+    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))]
+    pairs = lbfgs_pairs(pixels, steps) if optimizer == "lbfgs" else 0
+    return Estimate(activations=per_pixel * pixels, lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
+                    fixed=FIXED_BYTES[kind])
+
+
+def _cgroup_free() -> int | None:
+    """Bytes left under this process's cgroup (v2 or v1) memory limit, if there is one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
+def available_bytes(device: torch.device | str) -> int | None:
+    """Memory a run on ``device`` can still take, or ``None`` where it cannot be told.
+
+    CPU: ``MemAvailable`` of /proc/meminfo (page cache that can be dropped included), capped by
+    a cgroup limit; elsewhere ``os.sysconf``'s available pages. CUDA: free device memory plus
+    what PyTorch's allocator holds unused. MPS: the recommended maximum less what is allocated.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "mps":
+        try:
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        except (AttributeError, RuntimeError):
+            return None
+    free = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    cgroup = _cgroup_free()
+    return min(free, cgroup) if cgroup is not None else free
+
+
+def largest_fitting_size(height: int, width: int, budget: int, **options) -> int:
+    """The longest side (same aspect as ``height`` × ``width``) whose estimate fits ``budget``."""
+    longest = max(height, width)
+    lo, hi = 0, 1
+    while hi < 65536 and SAFETY * estimate(*_scaled(height, width, hi * 2, longest), **options).total <= budget:
+        hi *= 2
+    hi = min(hi * 2, 65536)
+    while hi - lo > 1:  # estimate is monotone in the size
+        mid = (lo + hi) // 2
+        if SAFETY * estimate(*_scaled(height, width, mid, longest), **options).total <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _scaled(height: int, width: int, side: int, longest: int) -> tuple[int, int]:
+    return max(1, round(height * side / longest)), max(1, round(width * side / longest))
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    checkpoint: bool
+    estimate: Estimate
+    available: int | None
+    note: str | None = None
+
+
+def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.device | str, steps: int,
+                optimizer: str, checkpoint: bool | None, supports_checkpoint: bool = True,
+                available: int | None = None) -> MemoryPlan:
+    """Decide checkpointing and refuse what cannot fit (see the module docstring).
+
+    :param shapes: ``(h, w)`` of every scale; the largest decides.
+    :param available: bytes free (default: :func:`available_bytes`).
+    """
+    device = torch.device(device)
+    h, w = max(shapes, key=lambda s: s[0] * s[1])
+    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer)
+    free = available if available is not None else available_bytes(device)
+    plain = estimate(h, w, checkpoint=False, **options)
+    light = estimate(h, w, checkpoint=True, **options) if supports_checkpoint else plain
+    wanted = bool(checkpoint) if checkpoint is not None else False
+    chosen = light if wanted else plain
+    if free is None:
+        return MemoryPlan(wanted, chosen, None)
+    if SAFETY * chosen.total <= free:
+        return MemoryPlan(wanted, chosen, free)
+    if checkpoint is None and supports_checkpoint and SAFETY * light.total <= free:
+        return MemoryPlan(True, light, free, note=(
+            f"memory: a {w}×{h} run needs about {_gib(plain.total)} and {_gib(free)} is free, so gradient "
+            f"checkpointing is on (about {_gib(light.total)}, a little slower)"))
+    best = light if (checkpoint is None or checkpoint) and supports_checkpoint else chosen
+    use_ckpt = best is light and supports_checkpoint
+    side = largest_fitting_size(h, w, free, checkpoint=use_ckpt, **options)
+    hints = [f"use size={side} or smaller" if side >= 16 else "free some memory"]
+    if precision == "float32":
+        bf16_side = largest_fitting_size(h, w, free, checkpoint=use_ckpt, **{**options, "precision": "bf16"})
+        if bf16_side > side:
+            hints.append(f"precision='bf16' (fits up to about {bf16_side} px)")
+    if checkpoint is False and supports_checkpoint:
+        hints.append("checkpoint=True")
+    if optimizer == "lbfgs" and best.lbfgs > 0.1 * best.total:
+        hints.append(f"optimizer='adam' (no L-BFGS history: {_gib(best.lbfgs)} less)")
+    message = (f"a {w}×{h} run on {device.type} needs about {_gib(SAFETY * best.total)} "
+               f"({precision}{', gradient checkpointing' if use_ckpt else ''}) but only {_gib(free)} is free; "
+               + "; or ".join(hints)
+               + f" (set {MEMORY_CHECK_ENV}=0 to try anyway)")
+    if os.environ.get(MEMORY_CHECK_ENV, "1").strip() in ("0", "false", "no", "off"):
+        return MemoryPlan(use_ckpt, best, free, note="memory check off: " + message)
+    raise ResourceError(message)
+
+
+__all__ = ["Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
+           "plan_memory"]
