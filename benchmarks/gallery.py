@@ -58,6 +58,11 @@ SHEETS: dict[str, list[Entry]] = {
         Entry("loss-histogram", "histogram (Risser 2017)", (f"{EX}/tubingen.jpg", f"{EX}/starry_night.jpg", "--style-loss", "histogram")),
         Entry("loss-mrf", "mrf (Li & Wand 2016)", (f"{EX}/tubingen.jpg", f"{EX}/starry_night.jpg", "--style-loss", "mrf")),
     ],
+    "presets": [
+        Entry(f"preset-{name}", f"--preset {name}",
+              (f"{EX}/tubingen.jpg", f"{EX}/starry_night.jpg", "--preset", name, "--size", "256"))
+        for name in ("gatys-2015", "soft", "bold", "keep-colors", "painterly")
+    ],
     "sizes": [
         Entry("size-128", "--size 128", (f"{EX}/tubingen.jpg", f"{EX}/starry_night.jpg", "--size", "128")),
         Entry("size-512", "--size 512", (f"{EX}/tubingen.jpg", f"{EX}/starry_night.jpg", "--size", "512")),
@@ -127,7 +132,7 @@ def main() -> int:
     lines = ["| sheet | image | command | seconds |", "| --- | --- | --- | --- |"]
     for sheet_name in wanted:
         tiles = []
-        if sheet_name in ("styles", "controls", "losses"):
+        if sheet_name in ("styles", "controls", "losses", "presets"):
             tiles.append(thumbnail(ROOT / EX / "tubingen.jpg", "content: tubingen.jpg"))
         for entry in SHEETS[sheet_name]:
             out = work / f"{entry.name}.png"
