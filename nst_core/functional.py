@@ -18,6 +18,8 @@ def gram_matrix(features: Tensor, *, normalize: bool = False) -> Tensor:
         style cost is unchanged by this if both Grams are normalised the same way and nH·nW is
         moved into the denominator (see :func:`gram_style_loss`); it keeps float32 values small
         and lets a style image of another size serve as target.
+
+    bf16/fp16 features (mixed precision) give a float32 Gram, accumulated in float32.
     """
     n, c, h, w = features.shape
     if features.dim() == 4 and not features.is_contiguous() and features.is_contiguous(
@@ -39,6 +41,8 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def forward(ctx, flat: Tensor) -> Tensor:
         ctx.save_for_backward(flat)
+        if flat.dtype in _LOW_PRECISION:
+            return _low_precision_gram(flat)
         if flat.shape[0] == 1:
             return torch.mm(flat[0], flat[0].t()).unsqueeze(0)
         return torch.bmm(flat, flat.transpose(1, 2))
@@ -47,11 +51,39 @@ class _Gram(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:
         (flat,) = ctx.saved_tensors
         sym = grad + grad.transpose(1, 2)
+        if flat.dtype in _LOW_PRECISION:
+            return _low_precision_gram_grad(flat, sym)
         if flat.stride(-1) != 1:  # (N, C, M) view of (N, M, C) memory
             return torch.bmm(flat.transpose(1, 2), sym).transpose(1, 2)
         if flat.shape[0] == 1:
             return torch.mm(sym[0], flat[0]).unsqueeze(0)
         return torch.bmm(sym, flat)
+
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_GRAM_CHUNK = 1 << 16
+"""Positions per float32 chunk when the features are bf16/fp16 (64 channels: 16 MB)."""
+
+
+def _low_precision_gram(flat: Tensor) -> Tensor:
+    """F Fᵀ of bf16/fp16 ``(N, C, M)`` accumulated in float32, a chunk of positions at a time: no
+    float32 copy of the whole feature map (at relu1_1 that copy is 256 bytes per pixel)."""
+    with torch.autocast(flat.device.type, enabled=False):
+        out = torch.zeros(flat.shape[0], flat.shape[1], flat.shape[1], dtype=torch.float32, device=flat.device)
+        for start in range(0, flat.shape[2], _GRAM_CHUNK):
+            f = flat[:, :, start:start + _GRAM_CHUNK].float()
+            out.baddbmm_(f, f.transpose(1, 2))
+    return out
+
+
+def _low_precision_gram_grad(flat: Tensor, sym: Tensor) -> Tensor:
+    """(dG + dGᵀ) F in float32, chunk by chunk, stored in F's dtype and layout."""
+    grad = torch.empty_like(flat)
+    with torch.autocast(flat.device.type, enabled=False):
+        for start in range(0, flat.shape[2], _GRAM_CHUNK):
+            part = flat[:, :, start:start + _GRAM_CHUNK]
+            grad[:, :, start:start + _GRAM_CHUNK] = torch.bmm(sym, part.float())
+    return grad
 
 
 def content_loss(generated: Tensor, target: Tensor, *, normalize: bool = False) -> Tensor:

@@ -64,7 +64,8 @@ class PixelLBFGS:
         capacity = 0 if self._buffer is None else self._buffer.shape[1]
         if self._count < self.history and self._next >= capacity:
             new = min(self.history, max(4, 2 * capacity))
-            grown = torch.empty((2, new, n), dtype=self.x.dtype, device=self.x.device)
+            # zeros, not empty: the products read every slot, and 0 · (garbage NaN) is NaN
+            grown = torch.zeros((2, new, n), dtype=self.x.dtype, device=self.x.device)
             if self._buffer is not None:
                 grown[:, :capacity] = self._buffer
             self._buffer = grown

@@ -22,12 +22,16 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def backbone_features(backbone: Backbone, image: Tensor, layers: Collection[str], precision: str = "float32",
-                      *, grad: bool = True) -> FeatureMaps:
+                      *, grad: bool = True, keep_low: Collection[str] = ()) -> FeatureMaps:
     """Float32 feature maps of ``image`` ``(N, 3, H, W)`` at ``layers``.
 
     :param precision: ``"float32"``, or ``"bf16"`` / ``"fp16"`` to run the backbone under autocast
         on the image's device.
     :param grad: ``False`` for targets: no autograd graph, detached results.
+    :param keep_low: layers handed on in the autocast dtype instead of float32, for loss terms
+        that compute in float32 themselves (``low_precision_features = True``: the built-in
+        Gram and content terms). A float32 copy of relu1_1 costs 256 bytes per pixel, kept for
+        the backward pass: the largest single item at high resolution.
     """
     if not layers:
         return {}
@@ -39,7 +43,7 @@ def backbone_features(backbone: Backbone, image: Tensor, layers: Collection[str]
         else:
             with torch.autocast(image.device.type, dtype=AUTOCAST_DTYPES[precision]):
                 features = backbone(image, layers)
-            features = {name: f.float() for name, f in features.items()}
+            features = {name: f if (grad and name in keep_low) else f.float() for name, f in features.items()}
     if not grad:
         features = {name: f.detach() for name, f in features.items()}
     return features

@@ -157,3 +157,34 @@ def test_lbfgs_masks_pairs_without_curvature_and_keeps_the_rest(history):
         opt.step(g)
         assert torch.allclose(x, expected, rtol=1e-7, atol=1e-9)
     assert rejected > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_gram_accumulates_in_float32_in_chunks(monkeypatch, channels_last):
+    monkeypatch.setattr(Fn, "_GRAM_CHUNK", 7)  # several chunks, the last one short
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 5, 4).to(torch.bfloat16)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    ref = x.detach().float().requires_grad_(True)
+    weight = torch.randn(1, 6, 6)
+    gram = Fn.gram_matrix(x, normalize=True)
+    assert gram.dtype == torch.float32
+    assert torch.allclose(gram, Fn.gram_matrix(ref, normalize=True), atol=1e-5)  # same inputs, float32 sums
+    (gram * weight).sum().backward()
+    (Fn.gram_matrix(ref, normalize=True) * weight).sum().backward()
+    assert x.grad.dtype == torch.bfloat16
+    assert x.grad.stride() == x.stride()
+    assert (x.grad.float() - ref.grad).norm() <= 1e-2 * ref.grad.norm()  # bf16 rounding of the result only
+
+
+def test_lbfgs_buffer_slots_not_yet_used_are_zero():
+    """Every step multiplies the whole buffer; an unused slot holding garbage (NaN) would poison it."""
+    x = torch.zeros(10, dtype=torch.float64)
+    opt = PixelLBFGS(x, history=50)
+    for k in range(6):
+        opt.step(torch.linspace(-1, 1, 10, dtype=torch.float64) * (k + 1) + x)
+    assert opt.pairs_stored == 5 and opt._buffer.shape[1] > 5
+    assert torch.count_nonzero(opt._buffer[:, 5:]) == 0
+    assert torch.isfinite(x).all()

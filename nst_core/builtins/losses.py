@@ -19,6 +19,7 @@ class ContentLoss(LossTerm):
     """
 
     role = "content"
+    low_precision_features = True  # (a − target) promotes bf16/fp16 features to float32
 
     def __init__(self, normalize: bool = True) -> None:
         self.normalize = bool(normalize)
@@ -47,6 +48,7 @@ class GramStyleLoss(LossTerm):
     """
 
     role = "style"
+    low_precision_features = True  # Fn.gram_matrix accumulates bf16/fp16 features in float32
 
     def bind(self, targets: Targets) -> BoundLoss:
         if any(m is not None for m in targets.masks):
