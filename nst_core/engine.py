@@ -24,7 +24,7 @@ from torch import Tensor
 from nst_core.color import luminance_image, match_color, match_luminance, with_chroma_of
 from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.device import resolve_device
-from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
+from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, UnknownNameError
 from nst_core.optim import PixelLBFGS
 from nst_core.memory import plan_memory
 from nst_core.precision import backbone_features, backward
@@ -174,6 +174,18 @@ def _as_sources(styles: ImageSource | Sequence[ImageSource]) -> list[ImageSource
             raise ConfigError("at least one style image is needed")
         return list(styles)
     return [styles]
+
+
+OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _out_of_memory(device: torch.device, size: tuple[int, int], config: StyleConfig) -> ResourceError:
+    """The one-line error for a device that ran out of memory mid-run (the estimate was too low)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    hint = "a smaller size" if config.precision != "float32" else "precision='bf16' or a smaller size"
+    return ResourceError(f"{device} ran out of memory at {size[0]}x{size[1]} px; try {hint} "
+                         f"(or device='cpu', which has more memory)")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -397,14 +409,17 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     for scale_index, (h, w) in enumerate(shapes, start=1):
         content_s = resize(inputs.content, h, w).to(device)
         masks_s = [None if m is None else resize(m, h, w).to(device) for m in inputs.masks]
-        _bind_targets(plan, content_s, inputs.styles, inputs.blend, masks_s, config, (h, w), device)
-        if x_prev is None:
-            x0 = _initial_image(config, content_s, inputs.init, generator)
-        else:
-            x0 = resize(x_prev.clamp(0, 1), h, w)
-        outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
-                                  scale=(scale_index, len(shapes)), started=started,
-                                  on_progress=on_progress, should_stop=should_stop)
+        try:
+            _bind_targets(plan, content_s, inputs.styles, inputs.blend, masks_s, config, (h, w), device)
+            if x_prev is None:
+                x0 = _initial_image(config, content_s, inputs.init, generator)
+            else:
+                x0 = resize(x_prev.clamp(0, 1), h, w)
+            outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
+                                      scale=(scale_index, len(shapes)), started=started,
+                                      on_progress=on_progress, should_stop=should_stop)
+        except OutOfMemory:
+            raise _out_of_memory(device, (w, h), config) from None
         step_count = outcome.last_step
         recoveries += outcome.recoveries
         x_prev, last_values = outcome.best_x, outcome.best_values
@@ -531,7 +546,7 @@ def _bind_targets(plan: _Plan, content: Tensor, styles: list[Tensor], blend: tup
         )
         try:
             t.loss = t.term.bind(targets)
-        except NSTError:
+        except (NSTError, OutOfMemory):
             raise
         except Exception as exc:
             raise PluginError(f"loss term {t.name!r} from {t.label} failed to bind its targets: "
@@ -548,7 +563,7 @@ def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Te
         weights = t.layer_weights(t.layers, plan.backbone.channels, progress)
         try:
             value = t.loss(x, features, weights)
-        except NSTError:
+        except (NSTError, OutOfMemory):
             raise
         except Exception as exc:
             raise PluginError(f"loss term {t.name!r} from {t.label} raised {_one_line(exc)}") from exc

@@ -11,9 +11,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from nst_core import LossSpec, StyleConfig, collect_registries, get_plugin_manager, hookimpl, stylize
-from nst_core.errors import PluginError, PluginWarning, UnknownNameError
+from nst_core.errors import PluginError, PluginWarning, ResourceError, UnknownNameError
 from nst_core.types import LossTerm
 
 
@@ -141,3 +142,26 @@ def test_each_call_builds_a_fresh_manager():
     first, second = get_plugin_manager(autoload=False), get_plugin_manager(autoload=False)
     assert first is not second
     assert first.get_plugins() is not second.get_plugins()
+
+
+class _MemoryHungryTerm(LossTerm):
+    role = "image"
+
+    def bind(self, targets):
+        def loss(image, features, layer_weights):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        return loss
+
+
+class _MemoryHungryPlugin:
+    @hookimpl
+    def nst_register_loss_terms(self, register):
+        register("hungry", _MemoryHungryTerm)
+
+
+def test_running_out_of_memory_mid_run_is_a_resource_error_not_a_plugin_error(content_64, style_64):
+    regs = collect_registries(get_plugin_manager(autoload=False, extra=[_MemoryHungryPlugin()]))
+    config = StyleConfig(size=64, steps=2, extra_losses=(LossSpec(name="hungry"),), device="cpu")
+    with pytest.raises(ResourceError, match=r"cpu ran out of memory at 64x48 px; try precision='bf16' or a smaller size"):
+        stylize(content_64, style_64, config, registries=regs)
