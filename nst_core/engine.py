@@ -391,14 +391,12 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     out_h, out_w = fit_longest_side(height, width, config.size)
     sizes = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
     shapes = [working_shape(height, width, s) for s in sizes]
-    can_checkpoint = hasattr(plan.backbone, "checkpoint")
-    memory = plan_memory(shapes, precision=config.precision, device=device, steps=config.steps,
-                         optimizer=config.optimizer, checkpoint=config.checkpoint,
-                         supports_checkpoint=can_checkpoint)  # raises ResourceError if it cannot fit
-    if can_checkpoint:
+    if hasattr(plan.backbone, "checkpoint"):  # the VGG backbones, whose memory nst_core.memory has measured
+        memory = plan_memory(shapes, precision=config.precision, device=device, steps=config.steps,
+                             optimizer=config.optimizer, checkpoint=config.checkpoint)  # ResourceError if it cannot fit
         plan.backbone.checkpoint = memory.checkpoint
-    if memory.note:
-        inputs.notes.append(memory.note)
+        if memory.note:
+            inputs.notes.append(memory.note)
     total_steps = config.steps * len(shapes)
     step_count, recoveries = 0, 0
     x_prev: Tensor | None = None

@@ -158,7 +158,8 @@ class VGGFeatures(Backbone):
                 continue
             # a segment ends at a requested layer: what it computes on the way is either kept
             # for the backward pass or, checkpointed, recomputed there from the segment's input
-            if recompute and index < self.checkpoint_until and len(segment) > 2:  # conv+relu keeps nothing extra
+            # (a bare conv + relu keeps nothing but its input: no point recomputing it)
+            if recompute and index < self.checkpoint_until and len(segment) > 2:
                 x = checkpoint(self._run_segment, x, tuple(segment), frozenset(wanted), use_reentrant=False)
             else:
                 x = self._run_segment(x, tuple(segment), wanted)
