@@ -8,7 +8,7 @@ its J and steps).
 
     .venv/bin/python benchmarks/bench_quality.py --size 512 --budget 120
 
-Contestants: ours (float32, one scale), ours-bf16, pastiche (its loss set to ours). Coarse to
+Contestants: ours (the defaults: precision "auto"; one scale), ours-fp32, ours-bf16, pastiche (its loss set to ours). Coarse to
 fine against one scale is benchmarks/bench_c2f.py (it needs fixed steps per scale).
 """
 
@@ -30,7 +30,8 @@ from benchmarks.common import Evaluator, interleaved, prepare_pair  # noqa: E402
 from nst_core.image import to_pil  # noqa: E402
 
 CONTESTANTS = {
-    "ours": ("ours", {}),
+    "ours": ("ours", {}),  # the defaults: precision "auto" (bf16 on chips that compute it natively)
+    "ours-fp32": ("ours", {"precision": "float32"}),
     "ours-bf16": ("ours", {"precision": "bf16"}),
     "pastiche": ("pastiche", {}),
 }
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of own time per contestant")
-    parser.add_argument("--contestants", nargs="+", default=["ours", "ours-bf16", "pastiche"],
+    parser.add_argument("--contestants", nargs="+", default=["ours", "ours-fp32", "pastiche"],
                         choices=list(CONTESTANTS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sheet", default=None, help="PNG path (default benchmarks/out/equal_time_<size>.png)")

@@ -36,11 +36,12 @@ CONTESTANTS = {  # label: (runner, options)
     "floor": ("floor", {}),
     "floor-cl": ("floor", {"channels_last": True}),
     "floor-bf16": ("floor", {"channels_last": True, "precision": "bf16"}),
-    "ours": ("ours", {}),
+    "ours": ("ours", {}),  # the defaults: precision "auto" (bf16 on chips that compute it natively)
+    "ours-fp32": ("ours", {"precision": "float32"}),
     "ours-bf16": ("ours", {"precision": "bf16"}),
     "pastiche": ("pastiche", {}),
 }
-DEFAULT = ("floor", "floor-cl", "ours", "ours-bf16", "pastiche")
+DEFAULT = ("floor", "floor-cl", "ours-fp32", "ours", "pastiche")
 
 
 def machine() -> str:
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--contestants", nargs="+", default=list(DEFAULT), choices=list(CONTESTANTS),
                         help="floor: plain float32 VGG forward+backward; floor-cl: the same channels-last; "
-                             "floor-bf16: channels-last under bf16 autocast; ours-bf16: precision='bf16'")
+                             "floor-bf16: channels-last under bf16 autocast; ours: the defaults (precision auto); "
+                             "ours-fp32 / ours-bf16: precision float32 / bf16")
     parser.add_argument("--ours", action="append", default=[], metavar="FIELD=VALUE",
                         help="extra StyleConfig field for ours, e.g. --ours precision=bf16 (repeatable)")
     parser.add_argument("--base", metavar="DIR",

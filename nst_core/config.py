@@ -18,7 +18,7 @@ Optimizer = Literal["lbfgs", "adam"]
 Init = Literal["content", "noise", "gray", "image"]
 Pooling = Literal["max", "avg"]
 ColorMode = Literal["none", "luminance", "histogram"]
-Precision = Literal["float32", "bf16", "fp16"]
+Precision = Literal["auto", "float32", "bf16", "fp16"]
 
 DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_TV_WEIGHT = 0.0
@@ -120,7 +120,9 @@ class StyleConfig:
         content's colours (Gatys et al. 2016); ``"histogram"``: recolour the style to the
         content's colour mean and covariance first (see :mod:`nst_core.color`).
     :param precision: ``"float32"``, or ``"bf16"``/``"fp16"``: the backbone runs under autocast,
-        Gram matrices, losses and the optimiser stay float32 (see :mod:`nst_core.precision`).
+        Gram matrices, losses and the optimiser stay float32 (see :mod:`nst_core.precision`);
+        ``"auto"``: bf16 where the device computes it natively (CUDA with bf16, CPUs with AMX or
+        AVX512-BF16), float32 elsewhere. The result's config holds the precision used.
     :param checkpoint: gradient checkpointing of the backbone's first blocks (less memory, about
         10-15% more time per step); ``None``: on only where the run would not fit without it
         (see :mod:`nst_core.memory`, which also refuses sizes that cannot fit at all).
@@ -151,7 +153,7 @@ class StyleConfig:
     seed: int | None = None
     device: str = "auto"
     preserve_color: ColorMode = "none"
-    precision: Precision = "float32"
+    precision: Precision = "auto"
     checkpoint: bool | None = None
 
     def __post_init__(self) -> None:
@@ -199,8 +201,8 @@ class StyleConfig:
         _check_name(own, "device", self.device)
         if self.preserve_color not in ("none", "luminance", "histogram"):
             raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, got {self.preserve_color!r}")
-        if self.precision not in ("float32", "bf16", "fp16"):
-            raise ConfigError(f"{own}.precision must be float32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in ("auto", "float32", "bf16", "fp16"):
+            raise ConfigError(f"{own}.precision must be auto, float32, bf16 or fp16, got {self.precision!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, bool):
             raise ConfigError(f"{own}.checkpoint must be True, False or None (automatic), got {self.checkpoint!r}")
 

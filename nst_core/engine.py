@@ -21,13 +21,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from nst_core import functional as F
 from nst_core.color import luminance_image, match_color, match_luminance, with_chroma_of
 from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, UnknownNameError
 from nst_core.optim import PixelLBFGS
 from nst_core.memory import plan_memory
-from nst_core.precision import backbone_features, backward
+from nst_core.precision import backbone_features, backward, resolve_precision
 from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, save_text, to_pil
 from nst_core.progress import Progress
 from nst_core.registry import Entry, Registries, collect_registries
@@ -42,6 +43,12 @@ MIN_WORKING_SIDE = 32
 
 LBFGS_HISTORY_BYTES = 1 << 30
 """Memory allowed for L-BFGS's history of (s, y) pairs; fewer pairs are kept for big images."""
+
+RANGE_PENALTY = 100.0
+"""Weight of :func:`~nst_core.functional.range_penalty` in what L-BFGS minimises, relative to J of
+the scale's starting image: J + RANGE_PENALTY · J(x₀) · P(x). Without it the unclamped iterate
+drifts out of [0, 1] (up to -0.5 … 1.7 after 80 steps) and the clamped output's J stops falling
+while the optimiser's keeps falling (benchmarks/RESULTS.md, "range penalty")."""
 
 MAX_RECOVERIES = 3
 """Times per scale a non-finite loss sends the run back to its best image before it gives up."""
@@ -380,6 +387,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
         config = config.replace(**overrides)
     registries = registries or collect_registries()
     device = resolve_device(config.device)
+    config = config.replace(precision=resolve_precision(config.precision, device))
     plan = plan_run(config, registries)
     inputs = _prepare_inputs(content, styles, style_masks, init_image, config)
 
@@ -469,33 +477,45 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
     out = _ScaleOutcome(best_x=x.detach().clone(), best_values=[], last_step=first_step)
     best_loss = math.inf
 
-    def evaluate(progress: float) -> tuple[Tensor, list[Tensor]]:
+    range_weight: Tensor | None = None  # RANGE_PENALTY · J(x₀), set at the first finite step (L-BFGS only)
+
+    def evaluate(progress: float) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """J(x) and its parts, and what the optimiser minimises (J plus the range penalty); fills x.grad."""
+        nonlocal range_weight
         x.grad = None
         total, parts = _objective(plan, x, progress)
-        backward(total, x, config.precision)
-        return total, parts
+        minimised = total
+        if isinstance(optimizer, PixelLBFGS):
+            if range_weight is None:
+                range_weight = RANGE_PENALTY * total.detach().abs()
+            minimised = total + range_weight * F.range_penalty(x)
+        backward(minimised, x, config.precision)
+        return total, minimised, parts
 
     for i in range(config.steps):
         if should_stop is not None and should_stop():
             out.status, out.message = "stopped", f"stopped at step {out.last_step} of {total_steps}"
             return out
         progress = i / max(config.steps - 1, 1)
-        total, parts = evaluate(progress)
+        total, minimised, parts = evaluate(progress)
         grad_finite = torch.isfinite(x.grad).all().float()
-        values = torch.stack([total.detach(), *(p.detach() for p in parts), grad_finite]).tolist()
-        if not all(math.isfinite(v) for v in values) or values[-1] != 1.0:
+        values = torch.stack([total.detach(), *(p.detach() for p in parts), grad_finite,
+                              minimised.detach()]).tolist()
+        ranked = values.pop()
+        if not all(math.isfinite(v) for v in values) or not math.isfinite(ranked) or values[-1] != 1.0:
             if out.recoveries < MAX_RECOVERIES and out.best_values:
                 out.recoveries += 1
                 with torch.no_grad():
                     x.copy_(out.best_x)
                 optimizer = _make_optimizer(config, x)
+                range_weight = None
                 continue
             out.status = "non-finite"
             out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1}; kept the last "
                            f"finite image. Lower the loss weights or the learning rate")
             return out
-        if values[0] < best_loss:
-            best_loss, out.best_values = values[0], values
+        if ranked < best_loss:
+            best_loss, out.best_values = ranked, values
             out.best_x = x.detach().clone()
         out.last_step += 1
         if on_progress is not None:
@@ -511,8 +531,10 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                 x.clamp_(0, 1)
     with torch.no_grad():
         final_total, final_parts = _objective(plan, x, 1.0)
-        final = torch.stack([final_total, *final_parts]).tolist()
-    if all(math.isfinite(v) for v in final) and final[0] <= best_loss:
+        final_ranked = final_total if range_weight is None else final_total + range_weight * F.range_penalty(x)
+        final = torch.stack([final_total, *final_parts, final_ranked]).tolist()
+    final_ranked_value = final.pop()
+    if all(math.isfinite(v) for v in final) and final_ranked_value <= best_loss:
         out.best_x, out.best_values = x.detach().clone(), final + [1.0]
     return out
 

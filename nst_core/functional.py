@@ -122,6 +122,16 @@ def total_variation(image: Tensor, *, exponent: float = 2.0, normalize: bool = F
     return loss / image.numel() if normalize else loss
 
 
+def range_penalty(image: Tensor, low: float = 0.0, high: float = 1.0) -> Tensor:
+    """Mean squared excess of ``image`` (any shape) outside ``[low, high]``: 0 inside the range.
+
+    P(x) = mean((x − high)₊² + (low − x)₊²). Not part of the Gatys objective: the engine adds it
+    to what L-BFGS minimises (weighted relative to J) so that the unclamped iterate stays in
+    range, and J of the clamped image written out is the J the optimiser reached.
+    """
+    return ((image - high).clamp_min(0).square() + (low - image).clamp_min(0).square()).mean()
+
+
 def feature_mean_std(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Per-channel mean and standard deviation over positions of ``(N, C, H, W)`` -> two ``(N, C)``."""
     flat = features.flatten(2)

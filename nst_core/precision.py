@@ -18,7 +18,34 @@ from torch import Tensor
 from nst_core.types import Backbone, FeatureMaps
 
 PRECISIONS = ("float32", "bf16", "fp16")
+"""Precisions a run uses; a config may also say ``"auto"`` (see :func:`resolve_precision`)."""
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 convolutions natively (so bf16 is ~3x faster, not slower).
+
+    CUDA: compute capability 8.0 or newer (Ampere, Hopper, ...). CPU: AMX tiles or AVX512-BF16
+    (Intel Sapphire Rapids and newer, AMD Zen 4 and newer); elsewhere oneDNN emulates bf16 and
+    float32 is faster. MPS: False (not measured).
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return any(probe is not None and probe() for probe in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16`, else ``"float32"``; others unchanged.
+
+    bf16 keeps the result: the shared evaluator's J of bf16 and float32 runs of the same steps
+    agree within 1-2 % (tests/test_perf_precision.py, benchmarks/RESULTS.md).
+    """
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "float32"
 
 
 def backbone_features(backbone: Backbone, image: Tensor, layers: Collection[str], precision: str = "float32",

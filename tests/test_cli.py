@@ -15,11 +15,13 @@ import textwrap
 import warnings
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import nst_core
 from nst_core.errors import ConfigError, ImageError, PluginWarning, UnknownNameError
 from nst_core.image import read_image, resize
+from nst_core.precision import resolve_precision
 
 from nst_cli import exit_codes, options
 from nst_cli.app import app
@@ -85,7 +87,8 @@ def test_run_writes_a_stylised_image_and_intermediate_saves(tmp_path):
     assert read_image(tmp_path / "out.step2.png").size == (64, 48)
     assert not (tmp_path / "out.step1.png").exists() and not (tmp_path / "out.step3.png").exists()
     assert result.stdout == ""  # people's messages go to stderr
-    assert "device cpu, seed 3, 1 scale (64x48), 3 steps" in result.stderr
+    precision = resolve_precision("auto", torch.device("cpu"))
+    assert f"device cpu ({precision}), seed 3, 1 scale (64x48), 3 steps" in result.stderr
     assert f"saved {tmp_path / 'out.step2.png'}" in result.stderr
     assert f"wrote {out} (3/3 steps" in result.stderr
     assert "nst: step 3/3, scale 1/1 64x48" in result.stderr

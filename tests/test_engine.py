@@ -10,6 +10,7 @@ import torch
 
 from nst_core import LossSpec, StyleConfig, stylize
 from nst_core.device import resolve_device
+from nst_core import engine
 from nst_core.engine import scale_sizes, working_shape
 from nst_core.errors import ConfigError, DeviceError, UnknownNameError
 
@@ -185,3 +186,22 @@ def test_alpha_is_kept_and_output_written(tmp_path, examples, builtin_registries
     assert back.mode == "RGBA" and back.size == (64, 48)
     assert abs(int(back.getchannel("A").getpixel((10, 5))) - int(src.getchannel("A").getpixel((10, 5)))) <= 1
     assert not list(tmp_path.glob("*.part"))
+
+
+def _iterates(content, style, registries, **config):
+    seen = []
+    result = stylize(content, style, registries=registries, size=64, scales=1, seed=0, device="cpu",
+                     precision="float32", on_progress=lambda p: seen.append(p.image.detach().clone()), **config)
+    return result, torch.stack(seen[-20:])  # the last 20 iterates (early ones may overshoot briefly)
+
+
+def test_lbfgs_iterates_stay_in_the_pixel_range(content_64, style_64, builtin_registries, monkeypatch):
+    """The range penalty keeps the unclamped L-BFGS iterate in [0, 1], so the clamped image written
+    out has the J the optimiser reached; without it (RANGE_PENALTY = 0) the iterate leaves the range."""
+    config = dict(steps=60, style_weight=100.0)
+    result, iterates = _iterates(content_64, style_64, builtin_registries, **config)
+    assert result.status == "finished"
+    assert iterates.min() > -0.05 and iterates.max() < 1.05
+    monkeypatch.setattr(engine, "RANGE_PENALTY", 0.0)
+    _, free = _iterates(content_64, style_64, builtin_registries, **config)
+    assert free.min() < -0.1 or free.max() > 1.1

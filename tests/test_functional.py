@@ -62,3 +62,9 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x: Fn.content_loss(x, target, normalize=True), (g,))
     assert torch.autograd.gradcheck(lambda x: Fn.gram_style_loss(Fn.gram_matrix(x), gram_s, 3, 3, 2), (g,))
     assert torch.autograd.gradcheck(lambda x: Fn.total_variation(x), (g,))
+
+
+def test_range_penalty_is_zero_inside_and_the_mean_squared_excess_outside():
+    assert Fn.range_penalty(torch.rand(1, 3, 8, 8)) == 0
+    x = torch.tensor([[-0.5, 0.5], [1.0, 1.25]])
+    assert Fn.range_penalty(x).item() == pytest.approx((0.25 + 0.0625) / 4)

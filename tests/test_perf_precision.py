@@ -8,7 +8,7 @@ import torch
 from nst_core import StyleConfig, stylize
 from nst_core.builtins import vgg
 from nst_core.errors import ConfigError
-from nst_core.precision import backbone_features, backward
+from nst_core.precision import backbone_features, backward, native_bf16, resolve_precision
 
 LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
 
@@ -58,7 +58,34 @@ def test_mixed_precision_run_reaches_the_float32_objective(content_64, style_64,
     assert (low.image - ref.image).abs().mean() < 0.05
 
 
-def test_precision_is_validated():
-    assert StyleConfig().precision == "float32"
-    with pytest.raises(ConfigError, match="precision"):
-        StyleConfig(precision="int8")
+
+@pytest.mark.parametrize("precision", ["float32", "bf16", "fp16"])
+def test_an_explicit_precision_is_kept(precision):
+    assert resolve_precision(precision, torch.device("cpu")) == precision
+
+
+def test_auto_is_bf16_exactly_where_the_cpu_computes_it_natively():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native_bf16(torch.device("cpu")) else "float32")
+
+
+def test_native_bf16_follows_the_cpu_flags():
+    """The probe agrees with what the kernel reports for this CPU (Linux only)."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo")
+    assert native_bf16(torch.device("cpu")) == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_auto_is_the_default_and_the_result_says_what_ran(content_64, style_64, builtin_registries):
+    assert StyleConfig().precision == "auto"
+    result = stylize(content_64, style_64, registries=builtin_registries, size=48, steps=2, scales=1, seed=0,
+                     device="cpu")
+    assert result.config.precision == resolve_precision("auto", torch.device("cpu"))
+    assert result.record()["config"]["precision"] == result.config.precision
+
+
+@pytest.mark.parametrize("value", ["fp8", "int8", "", None])
+def test_an_unknown_precision_is_refused(value):
+    with pytest.raises(ConfigError, match="precision must be auto, float32, bf16 or fp16"):
+        StyleConfig(precision=value)

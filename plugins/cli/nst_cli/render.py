@@ -41,6 +41,8 @@ class RunInfo:
     output: Path
     version: str
     device: str
+    precision: str
+    """What the backbone computes in (``"auto"`` resolved): float32, bf16 or fp16."""
     seed: int
     sizes: tuple[tuple[int, int], ...]
     """Working ``(width, height)`` of each scale, coarse to fine."""
@@ -81,7 +83,7 @@ def header(run: RunInfo) -> list[str]:
     """The lines a person sees before the first step, with what it takes to reproduce the run."""
     styles = " + ".join(str(s) for s in run.styles)
     return [f"{run.content} + {styles} -> {run.output}",
-            f"device {run.device}, seed {run.seed}, {_sizes(run.sizes)}, {run.total} steps "
+            f"device {run.device} ({run.precision}), seed {run.seed}, {_sizes(run.sizes)}, {run.total} steps "
             f"(reproduce with --seed {run.seed})"]
 
 
@@ -236,7 +238,7 @@ class JsonlReporter(Reporter):
         self._out.flush()
 
     def start(self, run: RunInfo) -> None:
-        self._emit("start", version=run.version, device=run.device, seed=run.seed,
+        self._emit("start", version=run.version, device=run.device, precision=run.precision, seed=run.seed,
                    sizes=[list(size) for size in run.sizes], total=run.total, output=_path(run.output))
 
     def step(self, p: Progress) -> None:

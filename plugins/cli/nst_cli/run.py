@@ -23,6 +23,7 @@ import nst_core
 from nst_core import NSTError, Progress, Registries, StyleConfig, StyleResult
 from nst_core.engine import plan_run, scale_sizes, working_shape
 from nst_core.errors import ConfigError, ImageError
+from nst_core.precision import resolve_precision
 from nst_core.image import FORMATS, LoadedImage
 
 from nst_cli import exit_codes, options
@@ -154,13 +155,14 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
     for note in notes:
         reporter.warning(note)
     device = nst_core.resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     plan_run(config, registries)  # every name and layer (and the backbone's weights), before the start event
     if config.seed is None:
         config = config.replace(seed=secrets.randbelow(2**31))
         settings = replace(settings, config=config)
     sizes = planned_sizes(config, images[0])
     info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
-                   seed=config.seed, sizes=sizes, total=config.steps * len(sizes))
+                   precision=precision, seed=config.seed, sizes=sizes, total=config.steps * len(sizes))
     return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes)
 
 
@@ -344,8 +346,10 @@ def run(
                                         START)] = None,
     device: Annotated[str | None, _option("auto, cpu, cuda, cuda:N or mps.", START, default=DEFAULTS.device)] = None,
     precision: Annotated[str | None, _option("float32; or bf16 / fp16: the network runs in half precision "
-                                             "(faster on GPUs, less memory), the losses stay float32.", START,
-                                             default=DEFAULTS.precision)] = None,
+                                             "(~3x faster where the chip computes it natively, less memory), the "
+                                             "losses stay float32; auto: bf16 on such chips (CUDA Ampere or newer, "
+                                             "CPUs with AMX or AVX512-BF16), else float32. The start line says "
+                                             "which.", START, default=DEFAULTS.precision)] = None,
     progress: Annotated[ProgressMode, typer.Option(help="rich (a bar), plain (lines), jsonl (JSON events on stdout) "
                                                    "or none. auto: rich on a terminal, else plain.",
                                                    rich_help_panel=OUTPUT)] = ProgressMode.auto,
