@@ -601,11 +601,12 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                 x.clamp_(0, 1)
         out.last_step, out.done = out.last_step + 1, i + 1
         if on_progress is not None:  # after the optimiser's step, so that state() resumes after it
+            state = None if capture is None else functools.partial(capture, scale[0], i + 1, x, out)
             on_progress(Progress(step=out.last_step, total=total_steps, scale=scale[0], scales=scale[1],
                                  size=(w, h), loss=values[0],
                                  terms={t.name: v for t, v in zip(plan.terms, values[1:-1])},
                                  elapsed=time.perf_counter() - started, image=shown,
-                                 state=None if capture is None else functools.partial(capture, scale[0], i + 1, x, out)))
+                                 state=state))
     with torch.no_grad():
         final_total, final_parts = _objective(plan, x, 1.0)
         final = torch.stack([final_total, *final_parts]).tolist()

@@ -157,8 +157,9 @@ def check_resume(state: RunState, *, config: StyleConfig, inputs: Mapping[str, s
                           f"give the same seed or none")
     changed = [name for name in sorted(set(state.inputs) | set(inputs)) if state.inputs.get(name) != inputs.get(name)]
     if changed:
-        what = ", ".join(f"{name} ({'not given now' if name not in inputs else 'new' if name not in state.inputs else 'other pixels'})"
-                         for name in changed)
+        how = {name: "not given now" if name not in inputs else "new" if name not in state.inputs else "other pixels"
+               for name in changed}
+        what = ", ".join(f"{name} ({how[name]})" for name in changed)
         raise ResumeError(f"cannot resume: other input images than the stopped run's: {what}; use the same files, "
                           f"or start afresh")
     if state.total != total or not 1 <= state.scale <= len(shapes) or not 0 <= state.step <= total:
