@@ -82,8 +82,8 @@ class RunState:
     scale_step: int
     step: int
     total: int
-    x: Tensor = field(repr=False)
-    best_x: Tensor = field(repr=False)
+    x: Tensor = field(repr=False, compare=False)
+    best_x: Tensor = field(repr=False, compare=False)
     best_values: tuple[float, ...] = ()
     seed: int
     settings: str = field(repr=False)
