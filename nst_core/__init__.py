@@ -18,6 +18,7 @@ from nst_core.image import load_image, read_image, save_image
 from nst_core.plugins import get_plugin_manager
 from nst_core.progress import Progress
 from nst_core.registry import Registries, collect_registries
+from nst_core.resume import RunState
 from nst_core.types import Backbone, LayerSchedule, LossTerm, Targets
 
 try:
@@ -28,7 +29,7 @@ except Exception:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "NSTError", "Progress", "Registries", "StyleConfig",
-    "StyleResult", "Targets", "collect_registries", "get_plugin_manager", "hookimpl", "load_image", "read_image",
-    "resolve_device", "save_image", "stylize", "__version__",
+    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "NSTError", "Progress", "Registries", "RunState",
+    "StyleConfig", "StyleResult", "Targets", "collect_registries", "get_plugin_manager", "hookimpl", "load_image",
+    "read_image", "resolve_device", "save_image", "stylize", "__version__",
 ]

@@ -19,6 +19,7 @@ Init = Literal["content", "noise", "gray", "image"]
 Pooling = Literal["max", "avg"]
 ColorMode = Literal["none", "luminance", "histogram"]
 Precision = Literal["auto", "float32", "bf16", "fp16"]
+OnOOM = Literal["fail", "retry"]
 
 DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_TV_WEIGHT = 0.0
@@ -126,6 +127,11 @@ class StyleConfig:
     :param checkpoint: gradient checkpointing of the backbone's first blocks (less memory, about
         10-15% more time per step); ``None``: on only where the run would not fit without it
         (see :mod:`nst_core.memory`, which also refuses sizes that cannot fit at all).
+    :param on_oom: what to do when the device runs out of memory mid-run: ``"fail"`` raises a
+        one-line :class:`~nst_core.errors.ResourceError`; ``"retry"`` frees memory, switches to the
+        next lower-memory mode (gradient checkpointing on, then ``precision="bf16"``) and continues
+        the scale from its best image so far, with a note in the result; with no lower mode left it
+        raises the same ResourceError.
     """
 
     backbone: str = "vgg19"
@@ -155,6 +161,7 @@ class StyleConfig:
     preserve_color: ColorMode = "none"
     precision: Precision = "auto"
     checkpoint: bool | None = None
+    on_oom: OnOOM = "fail"
 
     def __post_init__(self) -> None:
         own = "StyleConfig"
@@ -205,6 +212,8 @@ class StyleConfig:
             raise ConfigError(f"{own}.precision must be auto, float32, bf16 or fp16, got {self.precision!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, bool):
             raise ConfigError(f"{own}.checkpoint must be True, False or None (automatic), got {self.checkpoint!r}")
+        if self.on_oom not in ("fail", "retry"):
+            raise ConfigError(f"{own}.on_oom must be 'fail' or 'retry', got {self.on_oom!r}")
 
     def loss_specs(self) -> tuple[LossSpec, ...]:
         """The terms of J(G): ``losses`` if given, else content + style (+ tv) + ``extra_losses``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import functools
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from nst_core.memory import plan_memory
 from nst_core.precision import backbone_features, backward, resolve_precision
 from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, save_text, to_pil
 from nst_core.progress import Progress
+from nst_core.resume import RunState, check_resume, inputs_fingerprint, settings_text
 from nst_core.registry import Entry, Registries, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, Targets
 
@@ -82,6 +84,8 @@ class StyleResult:
     config: StyleConfig
     notes: tuple[str, ...] = ()
     recoveries: int = 0
+    state: RunState | None = field(default=None, repr=False, compare=False)
+    """With ``status == "stopped"``: where the run stopped; ``stylize(..., resume=state)`` goes on."""
 
     def to_pil(self):
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
@@ -193,6 +197,31 @@ def _out_of_memory(device: torch.device, size: tuple[int, int], config: StyleCon
     hint = "a smaller size" if config.precision != "float32" else "precision='bf16' or a smaller size"
     return ResourceError(f"{device} ran out of memory at {size[0]}x{size[1]} px; try {hint} "
                          f"(or device='cpu', which has more memory)")
+
+
+def _after_out_of_memory(plan: _Plan, config: StyleConfig, out: _ScaleOutcome, device: torch.device,
+                         size: tuple[int, int], notes: list[str]) -> StyleConfig:
+    """After an out-of-memory error at a scale of ``size`` ``(w, h)``: with ``on_oom="retry"``, free
+    the device's cache, switch to the next lower-memory mode (gradient checkpointing on, then
+    bf16) and set ``out`` to go on from the scale's best image so far; returns the config to go
+    on with. Raises the one-line :class:`ResourceError` when retrying is off or no mode is left."""
+    for t in plan.terms:
+        t.loss = None  # the bound targets go; they are bound again in the new mode
+    switched = None
+    if config.on_oom == "retry":
+        if getattr(plan.backbone, "checkpoint", None) is False:
+            plan.backbone.checkpoint, switched = True, "gradient checkpointing on"
+        elif config.precision == "float32":
+            config, switched = config.replace(precision="bf16"), "precision bf16"
+            plan.config = config
+    if switched is None:
+        raise _out_of_memory(device, size, config)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    out.x = out.best_x
+    notes.append(f"{device} ran out of memory at {size[0]}x{size[1]} px after step {out.last_step}: switched to "
+                 f"{switched} and went on from the best image so far")
+    return config
 
 
 def _one_line(exc: BaseException) -> str:
@@ -310,11 +339,17 @@ class _Inputs:
     blend: tuple[float, ...]
     init: Tensor | None
     notes: list[str]
+    read: tuple[list[LoadedImage], list[LoadedImage | None], LoadedImage | None] = ((), (), None)
+    """The styles, masks and init image as read (for :attr:`fingerprint`)."""
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of each image as read, by name (:func:`nst_core.resume.inputs_fingerprint`)."""
+        return inputs_fingerprint(self.original, *self.read)
 
 
-def _read_mask(source: ImageSource, height: int, width: int) -> Tensor:
+def _mask_tensor(loaded: LoadedImage, height: int, width: int) -> Tensor:
     """A mask image -> ``(1, 1, height, width)`` in [0, 1]: its alpha if it has one, else its grey."""
-    loaded = read_image(source)
     mask = loaded.alpha if loaded.alpha is not None else loaded.rgb.mean(dim=1, keepdim=True)
     return resize(mask, height, width)
 
@@ -330,11 +365,13 @@ def _prepare_inputs(content: ImageSource, styles: ImageSource | Sequence[ImageSo
     blend = tuple(w / sum(blend) for w in blend)
     height, width = original.rgb.shape[-2:]
     masks: list[Tensor | None] = [None] * len(style_imgs)
+    mask_imgs: list[LoadedImage | None] = [None] * len(style_imgs)
     if style_masks is not None:
         if len(style_masks) != len(style_imgs):
             raise ConfigError(f"{len(style_masks)} style mask(s) given for {len(style_imgs)} style image(s); "
                               f"give one per style (None for the whole image)")
-        masks = [None if m is None else _read_mask(m, height, width) for m in style_masks]
+        mask_imgs = [None if m is None else read_image(m) for m in style_masks]
+        masks = [None if m is None else _mask_tensor(m, height, width) for m in mask_imgs]
     content_rgb = original.rgb
     style_rgbs = [s.rgb for s in style_imgs]
     if config.preserve_color == "histogram":
@@ -342,9 +379,10 @@ def _prepare_inputs(content: ImageSource, styles: ImageSource | Sequence[ImageSo
     elif config.preserve_color == "luminance":
         style_rgbs = [match_luminance(s, content_rgb) for s in style_rgbs]
         content_rgb = luminance_image(content_rgb)
-    init = read_image(init_image).rgb if init_image is not None else None
+    init_img = read_image(init_image) if init_image is not None else None
+    init = init_img.rgb if init_img is not None else None
     notes = [*original.notes, *(n for s in style_imgs for n in s.notes)]
-    return _Inputs(content_rgb, original, style_rgbs, masks, blend, init, notes)
+    return _Inputs(content_rgb, original, style_rgbs, masks, blend, init, notes, (style_imgs, mask_imgs, init_img))
 
 
 def _finish_image(x: Tensor, inputs: _Inputs, config: StyleConfig, out_h: int, out_w: int) -> Tensor:
@@ -365,7 +403,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
             *, registries: Registries | None = None, init_image: ImageSource | None = None,
             style_masks: Sequence[ImageSource | None] | None = None,
             on_progress: Callable[[Progress], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, **overrides: Any) -> StyleResult:
+            should_stop: Callable[[], bool] | None = None, resume: RunState | None = None,
+            **overrides: Any) -> StyleResult:
     """Stylise ``content`` with one or more ``styles`` by optimising the pixels of G.
 
     :param content: path, PIL image, ``(1, 3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` array.
@@ -378,20 +417,26 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
         soft edges allowed. Outside every mask the output keeps the content.
     :param on_progress: called after every step with a :class:`Progress`.
     :param should_stop: checked before every step; when it returns True the run ends and the
-        result holds the best image so far (``status="stopped"``).
+        result holds the best image so far (``status="stopped"``) and, in ``result.state``, where
+        it stopped.
+    :param resume: a :class:`~nst_core.resume.RunState` (``result.state`` of a stopped run, or
+        ``Progress.state()``) to continue from: the same settings and images are required
+        (:class:`~nst_core.errors.ResumeError` names what differs), the run goes on at the saved
+        scale and step with the same total, and L-BFGS's history starts afresh.
     :returns: a :class:`StyleResult`; its ``image`` is ``(1, 3, H, W)`` in [0, 1] on the CPU.
     """
     started = time.perf_counter()
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
-    registries = registries or collect_registries()
     device = resolve_device(config.device)
     config = config.replace(precision=resolve_precision(config.precision, device))
+    requested = config  # the result's; ``config`` is what runs (on_oom="retry" may lower its precision)
+    registries = registries or collect_registries()
     plan = plan_run(config, registries)
     inputs = _prepare_inputs(content, styles, style_masks, init_image, config)
 
-    seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+    seed = config.seed if config.seed is not None else resume.seed if resume is not None else secrets.randbelow(2**31)
     generator = torch.Generator().manual_seed(seed)
     plan.backbone = plan.backbone.to(device)
 
@@ -407,32 +452,65 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
             inputs.notes.append(memory.note)
     total_steps = config.steps * len(shapes)
     step_count, recoveries = 0, 0
+    if resume is not None:
+        check_resume(resume, config=config, inputs=inputs.fingerprint, total=total_steps, shapes=shapes)
+        config = plan.config = config.replace(precision=resume.precision)
+        if resume.checkpoint and hasattr(plan.backbone, "checkpoint"):
+            plan.backbone.checkpoint = True
+        inputs.notes.extend(n for n in resume.notes if n not in inputs.notes)
+        step_count, recoveries, started = resume.step, resume.recoveries, started - resume.elapsed
     x_prev: Tensor | None = None
     status: Status = "finished"
     message = "finished"
     last_values: list[float] = []
+    stopped_at: RunState | None = None
+    settings = settings_text(requested)
+
+    def capture(scale_index: int, scale_step: int, x: Tensor, out: _ScaleOutcome) -> RunState:
+        """The run's state after ``scale_step`` steps of scale ``scale_index`` (iterate ``x``)."""
+        return RunState(scale=scale_index, scale_step=scale_step, step=out.last_step, total=total_steps,
+                        x=x.detach().to("cpu", torch.float32, copy=True),
+                        best_x=out.best_x.detach().to("cpu", torch.float32, copy=True),
+                        best_values=tuple(out.best_values), seed=seed, settings=settings, inputs=inputs.fingerprint,
+                        precision=config.precision, checkpoint=getattr(plan.backbone, "checkpoint", None),
+                        notes=tuple(inputs.notes), recoveries=recoveries + out.recoveries,
+                        range_weight=None if out.range_weight is None else float(out.range_weight),
+                        lbfgs_move=_cpu_move(out.optimizer),
+                        elapsed=time.perf_counter() - started)
 
     for scale_index, (h, w) in enumerate(shapes, start=1):
+        if resume is not None and scale_index < resume.scale:
+            continue  # done before the run was stopped
         content_s = resize(inputs.content, h, w).to(device)
         masks_s = [None if m is None else resize(m, h, w).to(device) for m in inputs.masks]
-        try:
-            _bind_targets(plan, content_s, inputs.styles, inputs.blend, masks_s, config, (h, w), device)
-            if x_prev is None:
-                x0 = _initial_image(config, content_s, inputs.init, generator)
-            else:
-                x0 = resize(x_prev.clamp(0, 1), h, w)
-            outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
-                                      scale=(scale_index, len(shapes)), started=started,
-                                      on_progress=on_progress, should_stop=should_stop)
-        except OutOfMemory:
-            raise _out_of_memory(device, (w, h), config) from None
+        out = _ScaleOutcome(best_x=None, best_values=[], last_step=step_count)
+        if resume is not None and scale_index == resume.scale:
+            out = _ScaleOutcome(best_x=resume.best_x.to(device), best_values=list(resume.best_values),
+                                last_step=resume.step, x=resume.x.to(device), done=resume.scale_step,
+                                range_weight=None if resume.range_weight is None
+                                else torch.tensor(resume.range_weight, device=device),
+                                carried_move=resume.lbfgs_move)
+        while True:  # more than once only after running out of memory with on_oom="retry"
+            try:
+                _bind_targets(plan, content_s, inputs.styles, inputs.blend, masks_s, config, (h, w), device)
+                if x_prev is None:
+                    x0 = _initial_image(config, content_s, inputs.init, generator)
+                else:
+                    x0 = resize(x_prev.clamp(0, 1), h, w)
+                outcome = _optimise_scale(plan, x0, config, first_step=step_count, total_steps=total_steps,
+                                          scale=(scale_index, len(shapes)), started=started,
+                                          on_progress=on_progress, should_stop=should_stop, out=out, capture=capture)
+                break
+            except OutOfMemory:
+                pass  # handled below, once the frames of the traceback (and their tensors) are gone
+            config = _after_out_of_memory(plan, config, out, device, (w, h), inputs.notes)
         step_count = outcome.last_step
         recoveries += outcome.recoveries
         x_prev, last_values = outcome.best_x, outcome.best_values
         for t in plan.terms:
             t.loss = None
         if outcome.status != "finished":
-            status, message = outcome.status, outcome.message
+            status, message, stopped_at = outcome.status, outcome.message, outcome.state
             break
     if status == "finished" and recoveries:
         message = (f"finished; the loss became non-finite {recoveries} time(s) and the run went back to the "
@@ -446,23 +524,43 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     return StyleResult(image=image, alpha=alpha, seed=seed, status=status, message=message, steps=step_count,
                        total_steps=total_steps, loss=last_values[0] if last_values else math.nan, terms=terms,
                        elapsed=time.perf_counter() - started, device=str(device),
-                       sizes=tuple((sw, sh) for sh, sw in shapes), config=config, notes=tuple(inputs.notes),
-                       recoveries=recoveries)
+                       sizes=tuple((sw, sh) for sh, sw in shapes), config=requested, notes=tuple(inputs.notes),
+                       recoveries=recoveries, state=stopped_at)
+
+
+def _cpu_move(optimizer: PixelLBFGS | torch.optim.Adam | None) -> tuple[Tensor, Tensor] | None:
+    move = optimizer.last_move() if isinstance(optimizer, PixelLBFGS) else None
+    return None if move is None else tuple(t.detach().to("cpu", torch.float32, copy=True) for t in move)
 
 
 @dataclass
 class _ScaleOutcome:
-    best_x: Tensor
+    """One scale's progress: filled in as it runs, so that it survives an exception mid-scale."""
+
+    best_x: Tensor | None
     best_values: list[float]
     last_step: int
     status: Status = "finished"
     message: str = "finished"
     recoveries: int = 0
+    x: Tensor | None = None
+    """Where the next step starts (resumed or after an out-of-memory retry); None: ``x0``."""
+    done: int = 0
+    """Iterations of this scale done (its steps, plus any recoveries from a non-finite loss)."""
+    state: RunState | None = None
+    """Set when the scale stopped (``should_stop``): where to resume."""
+    range_weight: Tensor | None = None
+    """RANGE_PENALTY · J(x₀) of this scale (L-BFGS only), fixed once its first step ran."""
+    optimizer: PixelLBFGS | torch.optim.Adam | None = None
+    """The scale's optimiser now (a resume state carries L-BFGS's last move)."""
+    carried_move: tuple[Tensor, Tensor] | None = None
+    """L-BFGS's last move ``(s, g)`` from a resume state, for the first optimiser of the scale."""
 
 
 def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step: int, total_steps: int,
                     scale: tuple[int, int], started: float, on_progress: Callable[[Progress], None] | None,
-                    should_stop: Callable[[], bool] | None) -> _ScaleOutcome:
+                    should_stop: Callable[[], bool] | None, out: _ScaleOutcome | None = None,
+                    capture: Callable[[int, int, Tensor, _ScaleOutcome], RunState] | None = None) -> _ScaleOutcome:
     """Run ``config.steps`` optimiser steps on one scale, starting from ``x0`` ``(1, 3, h, w)``.
 
     One function evaluation per step; keeps the best iterate (lowest J). A non-finite loss or
@@ -470,31 +568,42 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
     ``MAX_RECOVERIES`` times per scale; then the scale ends with status ``"non-finite"``.
     L-BFGS iterates are not clamped to [0, 1] (clamping would corrupt its curvature pairs);
     Adam's are. Every image handed on is clamped.
+
+    ``out`` (default: a fresh one from ``first_step``) is filled in place; when it already holds
+    steps (``done``, ``x``, the best so far) the scale goes on from there with a fresh optimiser.
+    ``capture(scale, scale_step, x, out)`` makes the :class:`RunState` that ``Progress.state()``
+    and a stop hand out.
     """
     h, w = x0.shape[-2:]
-    x = x0.detach().clone().requires_grad_(True)
-    optimizer = _make_optimizer(config, x)
-    out = _ScaleOutcome(best_x=x.detach().clone(), best_values=[], last_step=first_step)
-    best_loss = math.inf
-
-    range_weight: Tensor | None = None  # RANGE_PENALTY · J(x₀), set at the first finite step (L-BFGS only)
+    if out is None:
+        out = _ScaleOutcome(best_x=None, best_values=[], last_step=first_step)
+    x = (x0 if out.x is None else out.x).detach().clone().requires_grad_(True)
+    optimizer = out.optimizer = _make_optimizer(config, x)
+    if out.carried_move is not None and isinstance(optimizer, PixelLBFGS):
+        optimizer.continue_from(*out.carried_move)
+    out.carried_move = None
+    if out.best_x is None:
+        out.best_x = x.detach().clone()
+    best_loss = out.best_values[0] if out.best_values else math.inf
+    shown = torch.empty_like(x0) if on_progress is not None else None  # the iterate a step evaluated
 
     def evaluate(progress: float) -> tuple[Tensor, Tensor, list[Tensor]]:
         """J(x) and its parts, and what the optimiser minimises (J plus the range penalty); fills x.grad."""
-        nonlocal range_weight
         x.grad = None
         total, parts = _objective(plan, x, progress)
         minimised = total
         if isinstance(optimizer, PixelLBFGS):
-            if range_weight is None:
-                range_weight = RANGE_PENALTY * total.detach().abs()
-            minimised = total + range_weight * F.range_penalty(x)
+            if out.range_weight is None:
+                out.range_weight = RANGE_PENALTY * total.detach().abs()
+            minimised = total + out.range_weight * F.range_penalty(x)
         backward(minimised, x, config.precision)
         return total, minimised, parts
 
-    for i in range(config.steps):
+    for i in range(out.done, config.steps):
         if should_stop is not None and should_stop():
             out.status, out.message = "stopped", f"stopped at step {out.last_step} of {total_steps}"
+            if capture is not None:
+                out.state = capture(scale[0], i, x, out)
             return out
         progress = i / max(config.steps - 1, 1)
         total, minimised, parts = evaluate(progress)
@@ -507,8 +616,8 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                 out.recoveries += 1
                 with torch.no_grad():
                     x.copy_(out.best_x)
-                optimizer = _make_optimizer(config, x)
-                range_weight = None
+                optimizer = out.optimizer = _make_optimizer(config, x)
+                out.done = i + 1
                 continue
             out.status = "non-finite"
             out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1}; kept the last "
@@ -517,21 +626,27 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
         if ranked < best_loss:
             best_loss, out.best_values = ranked, values
             out.best_x = x.detach().clone()
-        out.last_step += 1
-        if on_progress is not None:
-            on_progress(Progress(step=out.last_step, total=total_steps, scale=scale[0], scales=scale[1],
-                                 size=(w, h), loss=values[0],
-                                 terms={t.name: v for t, v in zip(plan.terms, values[1:-1])},
-                                 elapsed=time.perf_counter() - started, image=x.detach()))
+        if shown is not None:
+            shown.copy_(x.detach())
         if isinstance(optimizer, PixelLBFGS):
             optimizer.step(x.grad)
         else:
             optimizer.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
+        out.last_step, out.done = out.last_step + 1, i + 1
+        if on_progress is not None:  # after the optimiser's step, so that state() resumes after it
+            state = None if capture is None else functools.partial(capture, scale[0], i + 1, x, out)
+            on_progress(Progress(step=out.last_step, total=total_steps, scale=scale[0], scales=scale[1],
+                                 size=(w, h), loss=values[0],
+                                 terms={t.name: v for t, v in zip(plan.terms, values[1:-1])},
+                                 elapsed=time.perf_counter() - started, image=shown,
+                                 state=state))
     with torch.no_grad():
         final_total, final_parts = _objective(plan, x, 1.0)
-        final_ranked = final_total if range_weight is None else final_total + range_weight * F.range_penalty(x)
+        final_ranked = final_total
+        if out.range_weight is not None:
+            final_ranked = final_total + out.range_weight * F.range_penalty(x)
         final = torch.stack([final_total, *final_parts, final_ranked]).tolist()
     final_ranked_value = final.pop()
     if all(math.isfinite(v) for v in final) and final_ranked_value <= best_loss:

@@ -59,3 +59,8 @@ class BackboneUnavailableError(NSTError):
 
 class ResourceError(NSTError):
     """The run would not fit in the memory available (or ran out of it)."""
+
+
+class ResumeError(NSTError):
+    """A saved run state cannot be used: unreadable, not a resume file, or from another run
+    (other settings, other images); the message names what differs."""

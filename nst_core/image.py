@@ -737,13 +737,20 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
 
 def save_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`save_image` (e.g. a run record)."""
+    return save_bytes(path, text.encode("utf-8"))
+
+
+def save_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed to the
+    disk, then renamed over ``path`` (``os.replace``). ``path`` is whole or untouched, never partial;
+    an OSError becomes a one-line :class:`ImageError`."""
     path = Path(path)
     directory = path.parent
     temporary: Path | None = None
     try:
         fd, temporary = _open_temporary(directory, path.name)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             _fsync(handle.fileno())
         os.replace(temporary, path)

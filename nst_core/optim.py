@@ -59,6 +59,24 @@ class PixelLBFGS:
     def pairs_stored(self) -> int:
         return self._count
 
+    def last_move(self) -> tuple[Tensor, Tensor] | None:
+        """``(s, g)``: the last step taken and the gradient it was computed from (flat, like ``x``),
+        or None before the first step. Enough for a fresh optimiser to go on without the slow first
+        step: see :meth:`continue_from`."""
+        if self._last_step is None:
+            return None
+        return self._last_step, self._last_grad
+
+    def continue_from(self, step: Tensor, grad: Tensor) -> None:
+        """Take ``(s, g)`` from :meth:`last_move` of an earlier optimiser on the same problem: the
+        next :meth:`step` then forms the curvature pair (s, ∇J(x) − g) and makes a quasi-Newton
+        step scaled by it, as the earlier optimiser would have (older pairs are not carried)."""
+        n = self.x.numel()
+        if step.numel() != n or grad.numel() != n:
+            raise ValueError(f"continue_from needs tensors of {n} elements, got {step.numel()} and {grad.numel()}")
+        self._last_step = step.detach().reshape(-1).to(self.x.device, self.x.dtype).clone()
+        self._last_grad = grad.detach().reshape(-1).to(self.x.device, self.x.dtype).clone()
+
     def _slot(self, n: int) -> int:
         """Physical slot for the next pair, growing the buffer (doubling) up to ``history``."""
         capacity = 0 if self._buffer is None else self._buffer.shape[1]

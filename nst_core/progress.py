@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from nst_core.resume import RunState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,8 +20,11 @@ class Progress:
     ``scales`` (coarse to fine); ``size`` is the working ``(width, height)`` of this scale.
     ``loss`` is the weighted objective J(G) at the iterate before this step and ``terms`` its
     weighted parts by loss-term name. ``elapsed`` is seconds since the run started.
-    ``image`` is the current iterate ``(1, 3, H, W)`` in [0, 1] on the run's device; it is
-    overwritten by the next step, so copy it if you keep it.
+    ``image`` is the iterate this step evaluated ``(1, 3, H, W)`` in [0, 1] on the run's device;
+    it is overwritten by the next step, so copy it if you keep it.
+    ``state()`` returns a :class:`~nst_core.resume.RunState` from which ``stylize(..., resume=...)``
+    continues after this step (it copies two images to the CPU: call it only for the steps you
+    keep, and from inside ``on_progress``: later the run has moved on).
     """
 
     step: int
@@ -28,6 +36,7 @@ class Progress:
     terms: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
     image: Tensor | None = field(default=None, repr=False, compare=False)
+    state: Callable[[], RunState] | None = field(default=None, repr=False, compare=False)
 
     @property
     def fraction(self) -> float:

@@ -115,6 +115,57 @@ def test_sigint_saves_the_best_image_so_far_and_exits_130(tmp_path):
     assert (record["status"], record["steps"]) == ("stopped", done["steps"])  # the record says it was cut short
 
 
+def test_ctrl_c_keeps_the_state_and_resume_goes_on_in_a_new_process(tmp_path):
+    """A real Ctrl-C (SIGINT from outside) with --checkpoint-every: the state is saved where the run
+    stopped, and a second process with --resume does only the steps that were left."""
+    out = tmp_path / "out.png"
+    args = [NST, "run", CONTENT, STYLE, "-o", out, "--size", "64", "--steps", "300", "--seed", "4",
+            "--checkpoint-every", "1000", "--progress", "jsonl"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    watchdog = threading.Timer(150, proc.kill)
+    watchdog.start()
+    try:
+        first = []
+        for line in proc.stdout:
+            first.append(json.loads(line))
+            if first[-1]["event"] == "step" and first[-1]["step"] == 2:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+    first += [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 130, stderr
+    for event in first:
+        check_documented(event)
+    done_first = first[-1]["steps"]
+    assert first[-2] == {"event": "checkpoint", "path": str(tmp_path / "out.png.resume.pt"), "step": done_first}
+    assert [e["step"] for e in first if e["event"] == "step"] == list(range(1, done_first + 1))
+
+    # a new process goes on after the saved step (the 300 steps are only there to leave time to stop it: stop
+    # it again, which keeps the state up to date)
+    proc = subprocess.Popen([*args, "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    watchdog = threading.Timer(150, proc.kill)
+    watchdog.start()
+    try:
+        second = []
+        for line in proc.stdout:
+            second.append(json.loads(line))
+            if second[-1]["event"] == "step":
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, stderr = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
+    second += [json.loads(line) for line in rest.splitlines()]
+    assert proc.returncode == 143, stderr
+    assert second[0]["event"] == "start" and second[0]["resumed"] == done_first
+    steps = [e["step"] for e in second if e["event"] == "step"]
+    assert steps[0] == done_first + 1 and steps == list(range(done_first + 1, second[-1]["steps"] + 1))
+    assert second[-1]["status"] == "stopped" and "--resume" in second[-1]["message"]
+    assert sorted(os.listdir(tmp_path)) == ["out.png", "out.png.json", "out.png.resume.pt"]  # no temporary file
+
+
 def test_user_error_in_a_real_process_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run([NST, "run", tmp_path / "missing.jpg", STYLE, "-o", tmp_path / "out.png"],
                           capture_output=True, text=True, timeout=120, env=ENV)

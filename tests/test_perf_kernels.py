@@ -112,6 +112,32 @@ def test_lbfgs_matches_the_textbook_two_loop_recursion_step_by_step():
     assert float(0.5 * (a * x * x).sum() - (b * x).sum()) < -0.5 * float((b * b / a).sum()) * 0.99
 
 
+def test_lbfgs_continued_from_the_last_move_steps_like_the_original_with_one_pair():
+    """A fresh optimiser given ``last_move()`` of one that kept a single pair takes the same steps
+    (what a resumed run does), and a fresh one without it starts again with a small gradient step."""
+    torch.manual_seed(0)
+    n = 30
+    a = torch.rand(n, dtype=torch.float64) * 10 + 0.1
+    b = torch.randn(n, dtype=torch.float64)
+    x = torch.zeros(n, dtype=torch.float64)
+    original = PixelLBFGS(x, history=1)
+    for _ in range(5):
+        original.step(a * x - b)
+    y = x.clone()
+    continued = PixelLBFGS(y, history=1)
+    continued.continue_from(*original.last_move())
+    restarted_x = x.clone()
+    restarted = PixelLBFGS(restarted_x, history=1)
+    for _ in range(4):
+        original.step(a * x - b)
+        continued.step(a * y - b)
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-12)
+    restarted.step(a * restarted_x - b)
+    assert not torch.allclose(restarted_x, x)
+    with pytest.raises(ValueError, match="30 elements"):
+        continued.continue_from(torch.zeros(3), torch.zeros(3))
+
+
 def test_lbfgs_pair_without_curvature_is_ignored():
     x = torch.zeros(4, dtype=torch.float64)
     opt = PixelLBFGS(x, history=3)

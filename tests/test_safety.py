@@ -105,7 +105,7 @@ def test_every_load_in_the_project_is_weights_only():
     problems = [hit for p in SOURCES for hit in unsafe_loads(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
     assert problems == [], "unpickling that could run code:\n" + "\n".join(problems)
     torch_loads = sum(p.read_text(encoding="utf-8").count("torch.load(") for p in SOURCES)
-    assert torch_loads >= 2  # the scan saw the real loaders (vgg19 and torchvision weights)
+    assert torch_loads >= 3  # the scan saw the real loaders (vgg19 and torchvision weights, resume files)
 
 
 # ------------------------------------------------------------------------------ the real thing
@@ -182,6 +182,22 @@ def test_the_torchvision_backbone_loader_refuses_it(crafted, monkeypatch):
         assert not marker.exists()
     finally:
         vgg.torchvision_convs.cache_clear()
+
+
+def test_a_crafted_resume_file_is_refused_not_run(tmp_path):
+    """A resume file (``--resume``, ``load_state``) whose pickle would run code: the same payload,
+    refused with a one-line NSTError, as a torch.save'd file and as a bare pickle."""
+    from nst_core.resume import RESUME_FORMAT, load_state
+
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "out.png.resume.pt"
+    torch.save({"format": RESUME_FORMAT, "x": _Payload(marker), "best_x": torch.zeros(1, 3, 4, 4)}, path)
+    with pytest.raises(NSTError, match=r"out\.png\.resume\.pt: not a resume file nst can use .* refusing to load it"):
+        load_state(path)
+    path.write_bytes(pickle.dumps({"format": RESUME_FORMAT, "x": _Payload(marker)}))
+    with pytest.raises(NSTError, match="refusing to load it"):
+        load_state(path)
+    assert not marker.exists()
 
 
 # ---------------------------------------------------------------- images start no program

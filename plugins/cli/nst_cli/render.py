@@ -1,7 +1,7 @@
 """How ``nst run`` reports a run: a rich progress bar, plain lines, nothing, or jsonl events.
 
 Every reporter gets the same calls, in this order: ``start``, then ``step`` (and ``saved``,
-``warning``) any number of times, then ``done`` or ``error``; ``close`` ends any live display.
+``checkpoint``, ``warning``) any number of times, then ``done`` or ``error``; ``close`` ends any live display.
 Human-readable output goes to stderr; only :class:`JsonlReporter` writes to stdout, and only
 JSON lines (the contract in PROGRESS_JSONL.md).
 """
@@ -47,6 +47,10 @@ class RunInfo:
     sizes: tuple[tuple[int, int], ...]
     """Working ``(width, height)`` of each scale, coarse to fine."""
     total: int
+    resumed: int = 0
+    """Steps done before this run started (``--resume``); the first step is ``resumed + 1``."""
+    resume_file: Path | None = None
+    """The resume file it continues (with ``--resume``)."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,12 @@ def _sizes(sizes: tuple[tuple[int, int], ...]) -> str:
 def header(run: RunInfo) -> list[str]:
     """The lines a person sees before the first step, with what it takes to reproduce the run."""
     styles = " + ".join(str(s) for s in run.styles)
-    return [f"{run.content} + {styles} -> {run.output}",
-            f"device {run.device} ({run.precision}), seed {run.seed}, {_sizes(run.sizes)}, {run.total} steps "
-            f"(reproduce with --seed {run.seed})"]
+    lines = [f"{run.content} + {styles} -> {run.output}",
+             f"device {run.device} ({run.precision}), seed {run.seed}, {_sizes(run.sizes)}, {run.total} steps "
+             f"(reproduce with --seed {run.seed})"]
+    if run.resume_file is not None:
+        lines.append(f"resuming after step {run.resumed}/{run.total} from {run.resume_file}")
+    return lines
 
 
 def summary(outcome: Outcome) -> str:
@@ -123,6 +130,9 @@ class Reporter:
     def saved(self, path: Path, step: int) -> None:
         pass
 
+    def checkpoint(self, path: Path, step: int) -> None:
+        """The resume file was written after ``step`` (``--checkpoint-every``, or on a stop)."""
+
     def warning(self, message: str) -> None:
         messages.warn(message)
 
@@ -154,6 +164,9 @@ class PlainReporter(Reporter):
     def saved(self, path: Path, step: int) -> None:
         messages.say(f"saved {path}")
 
+    def checkpoint(self, path: Path, step: int) -> None:
+        messages.say(f"saved the state after step {step} in {path}")
+
 
 class RichReporter(Reporter):
     """A live progress bar on stderr: step, scale, loss, elapsed and ETA."""
@@ -175,7 +188,7 @@ class RichReporter(Reporter):
     def start(self, run: RunInfo) -> None:
         for line in header(run):
             self._print(line)
-        self._task = self._bar.add_task("run", total=run.total, detail="loading")
+        self._task = self._bar.add_task("run", total=run.total, completed=run.resumed, detail="loading")
         self._bar.start()
 
     def step(self, progress: Progress) -> None:
@@ -186,6 +199,9 @@ class RichReporter(Reporter):
 
     def saved(self, path: Path, step: int) -> None:
         self._print(f"saved {path}", "dim")
+
+    def checkpoint(self, path: Path, step: int) -> None:
+        self._print(f"saved the state after step {step} in {path}", "dim")
 
     def warning(self, message: str) -> None:
         self._print(f"warning: {message}", "yellow")
@@ -239,7 +255,8 @@ class JsonlReporter(Reporter):
 
     def start(self, run: RunInfo) -> None:
         self._emit("start", version=run.version, device=run.device, precision=run.precision, seed=run.seed,
-                   sizes=[list(size) for size in run.sizes], total=run.total, output=_path(run.output))
+                   sizes=[list(size) for size in run.sizes], total=run.total, output=_path(run.output),
+                   resumed=run.resumed)
 
     def step(self, p: Progress) -> None:
         self._emit("step", step=p.step, total=p.total, scale=p.scale, scales=p.scales, size=list(p.size),
@@ -247,6 +264,9 @@ class JsonlReporter(Reporter):
 
     def saved(self, path: Path, step: int) -> None:
         self._emit("saved", path=_path(path), step=step)
+
+    def checkpoint(self, path: Path, step: int) -> None:
+        self._emit("checkpoint", path=_path(path), step=step)
 
     def warning(self, message: str) -> None:
         self._emit("warning", message=message)

@@ -2,9 +2,10 @@
 
 Order: plug-ins, the run record (``--from-record``), settings (record < preset < config file <
 command line), inputs, output path, input images and masks, device, names and layers (the
-engine's ``plan_run``), seed; then the ``start`` event, the run, the output file with its run
-record and the ``done`` event. A user error stops before anything is written; Ctrl-C / SIGTERM
-stop the run and the best image so far is saved.
+engine's ``plan_run``), seed, the resume file (``--resume``); then the ``start`` event, the run,
+the output file with its run record and the ``done`` event. A user error stops before anything is
+written; Ctrl-C / SIGTERM stop the run and the best image so far is saved (and, with
+``--checkpoint-every`` or ``--resume``, where it stopped: :mod:`nst_cli.resume_file`).
 """
 
 from __future__ import annotations
@@ -25,27 +26,30 @@ from nst_core.engine import plan_run, scale_sizes, working_shape
 from nst_core.errors import ConfigError, ImageError
 from nst_core.precision import resolve_precision
 from nst_core.image import FORMATS, LoadedImage
+from nst_core.resume import resume_path
 
 from nst_cli import exit_codes, options
 from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
 from nst_cli.render import Outcome, ProgressMode, Reporter, RunInfo, make_reporter
+from nst_cli.resume_file import ResumeFile
 from nst_cli.settings import SETTINGS, RunSettings, resolve
 from nst_cli.signals import Aborted, StopOnSignal
 
 DEFAULTS = StyleConfig()
 
 
-def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False) -> None:
+def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False) -> None:
     """Refuse an output path that cannot be written or would overwrite an input (or, with
-    ``record``, whose sidecar ``OUT.json`` would), before any work."""
+    ``record``, whose sidecar ``OUT.json`` would; with ``resume``, whose ``OUT.resume.pt``
+    would), before any work."""
     if output.suffix.lower() not in FORMATS:
         raise ConfigError(f"{output}: unknown output extension {output.suffix!r}; "
                           f"use one of {', '.join(sorted(FORMATS))}")
     directory = output.parent
     if not directory.is_dir():
         raise ImageError(f"{output}: the output directory {str(directory)!r} does not exist; create it first")
-    targets = [output, *([sidecar_path(output)] if record else [])]
+    targets = [output, *([sidecar_path(output)] if record else []), *([resume_path(output)] if resume else [])]
     for target in targets:
         if target.is_dir():
             raise ImageError(f"{target}: is a directory; give the output a file name")
@@ -55,7 +59,7 @@ def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False) 
             same = path.resolve() == target.resolve() or (path.exists() and target.exists()
                                                           and os.path.samefile(path, target))
             if same:
-                what = "output" if target == output else "run record"
+                what = "output" if target == output else "run record" if target.suffix == ".json" else "resume file"
                 raise ConfigError(f"{output}: the {what} would overwrite the input {path}; choose another output "
                                   f"path")
 
@@ -87,6 +91,8 @@ class Job:
     alpha: Tensor | None
     """The content's alpha (or None), put back on intermediate images."""
     notes: tuple[str, ...]
+    resume: ResumeFile | None = None
+    """The resume file (``--checkpoint-every`` / ``--resume``), or None."""
 
 
 def choose_inputs(content: Path | None, styles: Sequence[Path], settings: RunSettings, record: RunRecord | None,
@@ -132,7 +138,8 @@ def check_masks(masks: Sequence[Path | None], styles: Sequence[Path], content: L
 
 
 def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_line: Mapping[str, Any],
-            config_file: Path | None, reporter: Reporter, from_record: Path | None = None) -> Job:
+            config_file: Path | None, reporter: Reporter, from_record: Path | None = None,
+            resume: bool = False) -> Job:
     """Everything cheap, in the order a person would fix it; raises :class:`NSTError`."""
     registries = load_registries(reporter.warning)
     record = load_record(from_record) if from_record is not None else None
@@ -147,23 +154,35 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
                           f"give --init PATH")
     images_in = [content, *styles, *([settings.init_image] if settings.init_image else [])]
     mask_paths = [m for m in masks or () if m is not None]
-    check_output(output, [*images_in, *mask_paths, *([record.path] if record else [])], record=settings.record)
+    check_output(output, [*images_in, *mask_paths, *([record.path] if record else [])], record=settings.record,
+                 resume=settings.checkpoint_every is not None or resume)
+    resume_file = ResumeFile.open(output, settings.checkpoint_every, resume, reporter)
     images = [nst_core.read_image(path) for path in images_in]
+    mask_images: list[LoadedImage | None] | None = None
     if masks is not None:
-        images += check_masks(masks, styles, images[0], reporter)
+        read = iter(check_masks(masks, styles, images[0], reporter))
+        mask_images = [None if path is None else next(read) for path in masks]
+        images += [m for m in mask_images if m is not None]
     notes = tuple(note for image in images for note in image.notes)
     for note in notes:
         reporter.warning(note)
     device = nst_core.resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    config = config.replace(precision=resolve_precision(config.precision, device))  # the record says what ran
+    settings = replace(settings, config=config)
     plan_run(config, registries)  # every name and layer (and the backbone's weights), before the start event
+    state = resume_file.state if resume_file is not None else None
     if config.seed is None:
-        config = config.replace(seed=secrets.randbelow(2**31))
+        config = config.replace(seed=state.seed if state is not None else secrets.randbelow(2**31))
         settings = replace(settings, config=config)
     sizes = planned_sizes(config, images[0])
+    if resume_file is not None:
+        init = images[1 + len(styles)] if settings.init_image else None
+        resume_file.check(config, images[:1 + len(styles)], mask_images, init, sizes)
     info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
-                   precision=precision, seed=config.seed, sizes=sizes, total=config.steps * len(sizes))
-    return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes)
+                   precision=config.precision, seed=config.seed, sizes=sizes, total=config.steps * len(sizes),
+                   resumed=state.step if state is not None else 0,
+                   resume_file=resume_file.path if state is not None else None)
+    return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes, resume_file)
 
 
 def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, int]:
@@ -180,34 +199,41 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
                 reporter.warning(f"could not save an intermediate image: {exc}")
             else:
                 reporter.saved(path, progress.step)
+        if job.resume is not None:
+            job.resume.on_progress(progress, reporter)
 
     reporter.start(job.info)
     result = nst_core.stylize(job.content, list(job.styles), job.settings.config, registries=job.registries,
                               init_image=job.settings.init_image,
                               style_masks=None if job.masks is None else list(job.masks),
-                              on_progress=on_progress, should_stop=stop)
+                              on_progress=on_progress, should_stop=stop,
+                              resume=job.resume.state if job.resume is not None else None)
     for note in result.notes:
         if note not in job.notes:
             reporter.warning(note)
     if result.status == "finished" and result.message != "finished":  # recovered from a non-finite loss
         reporter.warning(result.message)
-    return _finish(result, job, stop)
+    return _finish(result, job, stop, reporter)
 
 
-def _finish(result: StyleResult, job: Job, stop: StopOnSignal) -> tuple[Outcome, int]:
+def _finish(result: StyleResult, job: Job, stop: StopOnSignal, reporter: Reporter) -> tuple[Outcome, int]:
     """Write the result (also when stopped or non-finite: the best or last finite image) with its
-    run record, and pick the exit code."""
+    run record, then the resume file (deleted when finished, written when stopped), and pick the
+    exit code."""
     settings = job.settings
     record: dict[str, Any] | bool = False
     if settings.record:
         record = result.record(**cli_fields(job.content, job.styles, job.masks, settings.init_image,
                                             settings.strength, settings.base_style_weight))
     written = result.save(job.output, record=record)
+    resumable = job.resume.after(result, reporter) if job.resume is not None else False
     message, code = result.message, exit_codes.OK
     if result.status == "non-finite":
         code = exit_codes.NON_FINITE
     elif result.status == "stopped":
         message, code = f"interrupted by {stop.name}, {result.message}; saved the best image so far", stop.exit_code
+        if resumable:
+            message += f"; continue with the same command and --resume ({job.resume.path})"
     outcome = Outcome(output=job.output, status=result.status, message=message, steps=result.steps,
                       total=result.total_steps, elapsed=result.elapsed, loss=result.loss, seed=result.seed,
                       record=sidecar_path(Path(written)) if record else None)
@@ -249,6 +275,12 @@ EPILOG = """\
 
   nst run photo.jpg style.jpg -o out.png --progress jsonl   [dim](JSON events on stdout)[/dim]
 
+  nst run photo.jpg style.jpg -o out.png --size 2048 --checkpoint-every 50   [dim](state in out.png.resume.pt)[/dim]
+
+  nst run photo.jpg style.jpg -o out.png --size 2048 --checkpoint-every 50 --resume   [dim](go on after Ctrl-C)[/dim]
+
+  nst run photo.jpg style.jpg -o out.png --size 4096 --on-oom retry   [dim](if memory runs out mid-run)[/dim]
+
 [bold]Run records[/bold]
 
   Every output carries the settings, seed, versions and input paths that made it: in the PNG text
@@ -280,6 +312,14 @@ def run(
                                                         help="One or more style images (several are blended; "
                                                              "with --from-record: default the recorded ones).")] = None,
     save_every: Annotated[int | None, _option("Also save the image every N steps, as OUT.stepN.ext.", OUTPUT)] = None,
+    checkpoint_every: Annotated[int | None, _option(
+        "Save the run's state every N steps in OUT.resume.pt (atomically; also when SIGINT/SIGTERM stops the run), "
+        "so that --resume can continue it; a finished run deletes the file. Not gradient checkpointing.",
+        OUTPUT)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", show_default=False, rich_help_panel=OUTPUT,
+        help="Continue the stopped run whose state is in OUT.resume.pt, at its scale and step; give the same "
+             "inputs and settings (the seed may be left out). L-BFGS's history starts afresh.")] = False,
     record: Annotated[bool | None, typer.Option(
         "--record/--no-record", show_default=False, rich_help_panel=FILES,
         help="Store the run record (settings, seed, versions, input paths) in the PNG's text and in OUT.json. "
@@ -350,6 +390,10 @@ def run(
                                              "losses stay float32; auto: bf16 on such chips (CUDA Ampere or newer, "
                                              "CPUs with AMX or AVX512-BF16), else float32. The start line says "
                                              "which.", START, default=DEFAULTS.precision)] = None,
+    on_oom: Annotated[str | None, _option(
+        "When the device runs out of memory mid-run: fail (a one-line error), or retry: switch on gradient "
+        "checkpointing, then bf16, and go on from the best image so far (a warning says what changed).", START,
+        default=DEFAULTS.on_oom)] = None,
     progress: Annotated[ProgressMode, typer.Option(help="rich (a bar), plain (lines), jsonl (JSON events on stdout) "
                                                    "or none. auto: rich on a terminal, else plain.",
                                                    rich_help_panel=OUTPUT)] = ProgressMode.auto,
@@ -370,7 +414,7 @@ def run(
     command_line = {setting.key: ctx.params[setting.param] for setting in SETTINGS}
     with make_reporter(progress) as reporter, StopOnSignal() as stop:
         try:
-            job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record)
+            job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record, resume)
             outcome, code = execute(job, reporter, stop)
         except NSTError as exc:
             reporter.error(str(exc), exit_codes.USER_ERROR)

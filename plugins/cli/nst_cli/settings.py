@@ -27,8 +27,8 @@ class Setting:
     """One ``nst run`` option: ``--key`` on the command line and ``key`` in a config file.
 
     ``field`` is the :class:`StyleConfig` field it sets, or one of the run's own settings
-    (``preset``, ``save_every``, ``style_masks``, ``strength``, ``record``); ``parse`` turns the raw
-    value into the field's value.
+    (``preset``, ``save_every``, ``checkpoint_every``, ``style_masks``, ``strength``, ``record``);
+    ``parse`` turns the raw value into the field's value.
     """
 
     key: str
@@ -69,11 +69,13 @@ SETTINGS = (
     Setting("preserve-color", "preserve_color"),
     Setting("mask", "style_masks", options.masks),
     Setting("precision", "precision"),
+    Setting("on-oom", "on_oom"),
     Setting("strength", "strength", options.unit_interval),
     Setting("save-every", "save_every", lambda value, where: options.whole_number(value, where)),
+    Setting("checkpoint-every", "checkpoint_every", lambda value, where: options.whole_number(value, where)),
     Setting("record", "record", options.flag),
 )
-RUN_FIELDS = ("preset", "save_every", "style_masks", "strength", "record")
+RUN_FIELDS = ("preset", "save_every", "checkpoint_every", "style_masks", "strength", "record")
 """Settings of the run itself, not StyleConfig fields."""
 BY_KEY = {setting.key: setting for setting in SETTINGS}
 
@@ -92,6 +94,8 @@ class RunSettings:
     base_style_weight: float | None = None
     """The style weight before ``strength`` multiplied it (the run record keeps both)."""
     record: bool = True
+    checkpoint_every: int | None = None
+    """Write the resume file ``OUT.resume.pt`` every N steps (``--checkpoint-every``)."""
 
 
 def _given(value: Any) -> bool:
@@ -148,4 +152,5 @@ def resolve(command_line: Mapping[str, Any], config_file: Path | None, registrie
     masks = run.get("style_masks")
     return RunSettings(config, init_image, run.get("save_every"), preset,
                        masks=None if masks is None else tuple(None if m is None else Path(m) for m in masks),
-                       strength=strength, base_style_weight=base_style_weight, record=run.get("record", True))
+                       strength=strength, base_style_weight=base_style_weight, record=run.get("record", True),
+                       checkpoint_every=run.get("checkpoint_every"))
