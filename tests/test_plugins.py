@@ -162,6 +162,6 @@ class _MemoryHungryPlugin:
 
 def test_running_out_of_memory_mid_run_is_a_resource_error_not_a_plugin_error(content_64, style_64):
     regs = collect_registries(get_plugin_manager(autoload=False, extra=[_MemoryHungryPlugin()]))
-    config = StyleConfig(size=64, steps=2, extra_losses=(LossSpec(name="hungry"),), device="cpu")
+    config = StyleConfig(size=64, steps=2, extra_losses=(LossSpec(name="hungry"),), device="cpu", precision="float32")
     with pytest.raises(ResourceError, match=r"cpu ran out of memory at 64x48 px; try precision='bf16' or a smaller size"):
         stylize(content_64, style_64, config, registries=regs)
