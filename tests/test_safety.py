@@ -47,10 +47,8 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
     return ".".join(reversed(parts))
 
 
-def unsafe_loads(source: str, filename: str = "<source>") -> list[str]:
-    """Every call in ``source`` that could unpickle arbitrary objects: a torch loader without a
-    literal ``weights_only=True``, a pickle-family loader, or ``numpy.load(allow_pickle=True)``."""
-    tree = ast.parse(source, filename)
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> dotted module path, from the imports in ``tree``."""
     aliases: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -59,6 +57,14 @@ def unsafe_loads(source: str, filename: str = "<source>") -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    return aliases
+
+
+def unsafe_loads(source: str, filename: str = "<source>") -> list[str]:
+    """Every call in ``source`` that could unpickle arbitrary objects: a torch loader without a
+    literal ``weights_only=True``, a pickle-family loader, or ``numpy.load(allow_pickle=True)``."""
+    tree = ast.parse(source, filename)
+    aliases = _aliases(tree)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -106,6 +112,55 @@ def test_every_load_in_the_project_is_weights_only():
     assert problems == [], "unpickling that could run code:\n" + "\n".join(problems)
     torch_loads = sum(p.read_text(encoding="utf-8").count("torch.load(") for p in SOURCES)
     assert torch_loads >= 3  # the scan saw the real loaders (vgg19 and torchvision weights, resume files)
+
+
+SHELL_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput"}
+SUBPROCESS_CALLS = {"subprocess.Popen", "subprocess.run", "subprocess.call", "subprocess.check_call",
+                    "subprocess.check_output"}
+
+
+def shell_starts(source: str, filename: str = "<source>") -> list[str]:
+    """Every call in ``source`` that starts a process through a shell: ``os.system``/``os.popen``,
+    or a ``subprocess`` call with ``shell=`` anything but a literal False, or with a string command."""
+    tree = ast.parse(source, filename)
+    aliases = _aliases(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _dotted(node.func, aliases)
+        where = f"{filename}:{node.lineno} {name}"
+        if name in SHELL_CALLS:
+            found.append(where)
+        elif name in SUBPROCESS_CALLS:
+            flag = {k.arg: k.value for k in node.keywords}.get("shell")
+            command = node.args[0] if node.args else None
+            if (flag is not None and not (isinstance(flag, ast.Constant) and flag.value is False)) or \
+                    isinstance(command, (ast.Constant, ast.JoinedStr)):
+                found.append(where)
+    return found
+
+
+def test_the_shell_checker_catches_shell_starts():
+    bad = textwrap.dedent("""
+        import os, subprocess
+        from subprocess import Popen as P
+        os.system("nst run a b")
+        subprocess.run("nst run", shell=True)
+        P(["nst"], shell=flag)
+        subprocess.check_output(f"nst {x}")
+    """)
+    assert len(shell_starts(bad)) == 4
+    good = 'import subprocess\nsubprocess.Popen(["nst", "run"], stdin=subprocess.DEVNULL)\n'
+    assert shell_starts(good) == []
+
+
+def test_no_process_is_started_through_a_shell():
+    """The GIMP filter starts the engine with an argument list: no shell, no quoting of file names."""
+    bridge = ROOT / "plugins" / "gimp" / "nst-style-transfer" / "nst_gimp_bridge.py"
+    assert bridge in SOURCES and "subprocess.Popen(" in bridge.read_text(encoding="utf-8")
+    problems = [hit for p in SOURCES for hit in shell_starts(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
+    assert problems == [], "a process started through a shell:\n" + "\n".join(problems)
 
 
 # ------------------------------------------------------------------------------ the real thing
