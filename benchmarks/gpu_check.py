@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             first: list[float] = []
             t = time.perf_counter()
             res = nst_core.stylize(pair.content, pair.style, size=agree_size, steps=agree_steps, scales=1, seed=0,
-                                   device=dev, on_progress=lambda p: first.append(p.loss),
+                                   device=dev, precision="float32", on_progress=lambda p: first.append(p.loss),
                                    should_stop=lambda: left() < 0)
             dt = time.perf_counter() - t
             score = judge(res.image)
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 run = run_ours(pair, cfg["steps"], str(device), turn=Turn(budget_s=left() / 2 - 5),
-                               **{k: v for k, v in cfg.items() if k != "steps"})
+                               precision="float32", **{k: v for k, v in cfg.items() if k != "steps"})
                 report.row([label, len(run.extra["sizes"]), run.steps, f3(run.total), f3(judge(run.image).total)],
                            {"run": label, "seconds": run.total, "J": judge(run.image).total})
             except Exception as exc:
