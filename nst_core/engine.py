@@ -422,7 +422,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     :param resume: a :class:`~nst_core.resume.RunState` (``result.state`` of a stopped run, or
         ``Progress.state()``) to continue from: the same settings and images are required
         (:class:`~nst_core.errors.ResumeError` names what differs), the run goes on at the saved
-        scale and step with the same total, and L-BFGS's history starts afresh.
+        scale and step with the same total, and L-BFGS goes on from its last move (older pairs are
+        not kept).
     :returns: a :class:`StyleResult`; its ``image`` is ``(1, 3, H, W)`` in [0, 1] on the CPU.
     """
     started = time.perf_counter()

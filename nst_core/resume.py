@@ -7,9 +7,10 @@ seed) and fingerprints of the settings and of the decoded input images, so that 
 continued with other settings or other images: :func:`check_resume` refuses with one line naming
 what differs.
 
-L-BFGS's curvature history is not kept: the optimiser starts afresh on resume (its first step
-is a scaled gradient step, as at the start of every scale), which costs a little progress, not
-correctness. The settings in :data:`UNCOMPARED` may change between the two parts: they decide
+Of L-BFGS's curvature history only the last move is kept (its last step and the gradient it
+came from, :meth:`~nst_core.optim.PixelLBFGS.last_move`): the resumed optimiser's first step is
+then a quasi-Newton step scaled by that pair instead of a small gradient step; the older pairs
+are rebuilt as it goes, which costs a little progress, not correctness. The settings in :data:`UNCOMPARED` may change between the two parts: they decide
 where the run executes and how much memory it takes, not the objective.
 
 Files (the engine never touches them; front-ends decide when to write): :func:`save_state`

@@ -319,7 +319,7 @@ def run(
     resume: Annotated[bool, typer.Option(
         "--resume", show_default=False, rich_help_panel=OUTPUT,
         help="Continue the stopped run whose state is in OUT.resume.pt, at its scale and step; give the same "
-             "inputs and settings (the seed may be left out). L-BFGS's history starts afresh.")] = False,
+             "inputs and settings (the seed may be left out). L-BFGS keeps only its last move.")] = False,
     record: Annotated[bool | None, typer.Option(
         "--record/--no-record", show_default=False, rich_help_panel=FILES,
         help="Store the run record (settings, seed, versions, input paths) in the PNG's text and in OUT.json. "
