@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c2f-steps", type=int, default=20, help="steps at every scale")
     parser.add_argument("--min-size", type=int, default=256)
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
+    parser.add_argument("--init", default="content", choices=["content", "noise", "gray"],
+                        help="starting image of both runs (noise: Gatys et al. 2015)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -38,15 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parent
     pair = prepare_pair(args.size, tempfile.mkdtemp(prefix="nst-c2f-"))
     judge = Evaluator(pair.content, pair.style)
-    common = {"precision": args.precision}
+    common = {"precision": args.precision, "init": args.init}
     contestants = [
         ("single", "ours", {**common, "scales": 1, "steps": args.single_steps}),
         ("c2f", "ours", {**common, "scales": None, "min_scale_size": args.min_size, "steps": args.c2f_steps}),
     ]
     results = interleaved(contestants, pair, 0, args.device)
-    sheet_path = root / "out" / f"c2f_vs_single_{args.size}_{args.precision}.png"
+    sheet_path = root / "out" / f"c2f_vs_single_{args.size}_{args.precision}{'' if args.init == 'content' else '_' + args.init}.png"
     lines = [f"`{command}`", "",
-             f"{machine()}, device {args.device}, {datetime.date.today()}, {args.precision}; time = own time of "
+             f"{machine()}, device {args.device}, {datetime.date.today()}, {args.precision}, init {args.init}; time = own time of "
              f"the whole call (weights, targets, every scale); J by benchmarks/evaluator.py at the final size "
              f"(lower is better); sheet: benchmarks/out/{sheet_path.name}", "",
              "| run | scales (longest side) | steps | own time s | J total | J content | J style |",
