@@ -588,8 +588,9 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
     best_loss = out.best_values[0] if out.best_values else math.inf
     shown = torch.empty_like(x0) if on_progress is not None else None  # the iterate a step evaluated
 
-    def evaluate(progress: float) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """J(x) and its parts, and what the optimiser minimises (J plus the range penalty); fills x.grad."""
+    def evaluate(progress: float) -> tuple[Tensor, list[Tensor]]:
+        """J(x) and its parts; fills x.grad with the gradient of what the optimiser minimises
+        (for L-BFGS, J plus the range penalty)."""
         x.grad = None
         total, parts = _objective(plan, x, progress)
         minimised = total
@@ -598,7 +599,7 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                 out.range_weight = RANGE_PENALTY * total.detach().abs()
             minimised = total + out.range_weight * F.range_penalty(x)
         backward(minimised, x, config.precision)
-        return total, minimised, parts
+        return total, parts
 
     for i in range(out.done, config.steps):
         if should_stop is not None and should_stop():
@@ -607,12 +608,10 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                 out.state = capture(scale[0], i, x, out)
             return out
         progress = i / max(config.steps - 1, 1)
-        total, minimised, parts = evaluate(progress)
+        total, parts = evaluate(progress)
         grad_finite = torch.isfinite(x.grad).all().float()
-        values = torch.stack([total.detach(), *(p.detach() for p in parts), grad_finite,
-                              minimised.detach()]).tolist()
-        ranked = values.pop()
-        if not all(math.isfinite(v) for v in values) or not math.isfinite(ranked) or values[-1] != 1.0:
+        values = torch.stack([total.detach(), *(p.detach() for p in parts), grad_finite]).tolist()
+        if not all(math.isfinite(v) for v in values) or values[-1] != 1.0:
             if out.recoveries < MAX_RECOVERIES and out.best_values:
                 out.recoveries += 1
                 with torch.no_grad():
@@ -624,8 +623,8 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
             out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1}; kept the last "
                            f"finite image. Lower the loss weights or the learning rate")
             return out
-        if ranked < best_loss:
-            best_loss, out.best_values = ranked, values
+        if values[0] < best_loss:
+            best_loss, out.best_values = values[0], values
             out.best_x = x.detach().clone()
         if shown is not None:
             shown.copy_(x.detach())
@@ -645,12 +644,8 @@ def _optimise_scale(plan: _Plan, x0: Tensor, config: StyleConfig, *, first_step:
                                  state=state))
     with torch.no_grad():
         final_total, final_parts = _objective(plan, x, 1.0)
-        final_ranked = final_total
-        if out.range_weight is not None:
-            final_ranked = final_total + out.range_weight * F.range_penalty(x)
-        final = torch.stack([final_total, *final_parts, final_ranked]).tolist()
-    final_ranked_value = final.pop()
-    if all(math.isfinite(v) for v in final) and final_ranked_value <= best_loss:
+        final = torch.stack([final_total, *final_parts]).tolist()
+    if all(math.isfinite(v) for v in final) and final[0] <= best_loss:
         out.best_x, out.best_values = x.detach().clone(), final + [1.0]
     return out
 
