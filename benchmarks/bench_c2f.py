@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_quality import sheet  # noqa: E402
 from benchmarks.bench_speed import machine  # noqa: E402
-from benchmarks.common import Evaluator, interleaved, prepare_pair  # noqa: E402
+from benchmarks.common import Evaluator, append_markdown, interleaved, prepare_pair  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row, flush=True)
         tiles.append((f"{label}: {run.total:.0f} s\nJ = {score.total:.4g}", run.image))
     sheet(tiles, sheet_path)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines + rows) + "\n\n")
+    append_markdown(args.out, lines + rows)
     return 0
 
 

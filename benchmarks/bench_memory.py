@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                            f"{per_px:,.0f} B | {r['seconds']:.0f} | {r['status']} |")
                 rows.append(row)
                 print(row, flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines + rows) + "\n\n")
+    from benchmarks.common import append_markdown  # imported here: it imports torch, which the parent needs nowhere else
+
+    append_markdown(args.out, lines + rows)
     return 0
 
 

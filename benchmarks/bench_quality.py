@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.bench_speed import machine  # noqa: E402
-from benchmarks.common import Evaluator, interleaved, prepare_pair  # noqa: E402
+from benchmarks.common import Evaluator, append_markdown, interleaved, prepare_pair  # noqa: E402
 from nst_core.image import to_pil  # noqa: E402
 
 CONTESTANTS = {
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         tiles.append((f"{name}: {run.steps} steps\nJ = {score.total:.4g}", run.image))
     sheet(tiles, sheet_path)
     print(f"sheet: {sheet_path}")
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines + rows) + "\n\n")
+    append_markdown(args.out, lines + rows)
     return 0
 
 

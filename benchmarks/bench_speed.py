@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import Evaluator, interleaved, prepare_pair  # noqa: E402
+from benchmarks.common import Evaluator, append_markdown, interleaved, prepare_pair  # noqa: E402
 
 CONTESTANTS = {  # label: (runner, options)
     "floor": ("floor", {}),
@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{fmt(score.content if score else math.nan, 4)} | {fmt(score.style if score else math.nan, 4)} |")
             rows.append(row)
             print(row, flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n".join(lines + rows) + "\n\n")
+    append_markdown(args.out, lines + rows)
     return 0
 
 

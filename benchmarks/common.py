@@ -72,6 +72,14 @@ def prepare_pair(size: int, workdir: str | os.PathLike | None = None, *, content
     return Pair(size, tensors[0], tensors[1], paths[0], paths[1])
 
 
+def append_markdown(path: str | os.PathLike | None, lines: list[str]) -> None:
+    """Append ``lines`` (a table with its command) and a blank line to the markdown file ``path``
+    (``--out`` of the benchmark scripts); nothing when ``path`` is None."""
+    if path:
+        with open(path, "a") as f:
+            f.write("\n".join(lines) + "\n\n")
+
+
 # ---------------------------------------------------------------- memory
 
 def _status_kb(key: str) -> int | None:
