@@ -363,16 +363,16 @@ def test_write_png_rejects_wrong_sizes(tmp_path):
 
 
 @pytest.mark.parametrize(("dtype", "size"), [(np.uint8, 1), (np.uint16, 2), (np.float32, 4)])
-def test_replace_colour_keep_alpha(dtype, size):
+def test_replace_color_keep_alpha(dtype, size):
     rng = np.random.default_rng(size)
     original = (rng.random((9, 11, 4)) * 200).astype(dtype)
     stylised = (rng.random((9, 11, 4)) * 200).astype(dtype)
-    merged = np.frombuffer(bridge.replace_colour_keep_alpha(original.tobytes(), stylised.tobytes(), size),
+    merged = np.frombuffer(bridge.replace_color_keep_alpha(original.tobytes(), stylised.tobytes(), size),
                            dtype=dtype).reshape(9, 11, 4)
     assert np.array_equal(merged[..., :3], stylised[..., :3])
     assert np.array_equal(merged[..., 3], original[..., 3])
     with pytest.raises(ValueError):
-        bridge.replace_colour_keep_alpha(b"\0" * 8, b"\0" * 4, 1)
+        bridge.replace_color_keep_alpha(b"\0" * 8, b"\0" * 4, 1)
 
 
 def test_work_region():

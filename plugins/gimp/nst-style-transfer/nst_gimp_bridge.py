@@ -579,7 +579,7 @@ def write_png(path: str, width: int, height: int, data: bytes, *, channels: int 
         f.write(chunk(b"IEND", b""))
 
 
-def replace_colour_keep_alpha(original: bytes, stylised: bytes, bytes_per_sample: int) -> bytes:
+def replace_color_keep_alpha(original: bytes, stylised: bytes, bytes_per_sample: int) -> bytes:
     """RGBA pixels with the colour of ``stylised`` and the alpha of ``original`` (same format).
 
     Both are interleaved R, G, B, A samples of ``bytes_per_sample`` bytes each; the copy runs as
