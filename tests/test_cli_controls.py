@@ -26,8 +26,7 @@ from nst_cli import exit_codes
 from nst_cli.record import load_record
 from nst_cli.settings import resolve
 
-from conftest import EXAMPLES
-from test_cli import CONTENT, STYLE, events, nst
+from helpers import CONTENT, EXAMPLES, STYLE, events, nst
 
 SCREAM = EXAMPLES / "the_scream.jpg"
 SKY = EXAMPLES / "tubingen_sky_mask.png"
