@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules", "nst_register_presets",
+    "nst_register_flow_estimators",
 ]
 
 
@@ -68,4 +69,18 @@ def nst_register_presets(register: Register) -> None:
     with the preset starts from these and the user's own options override them.
 
     :param register: adds one preset; raises on a name that is already registered.
+    """
+
+
+@hookspec
+def nst_register_flow_estimators(register: Register) -> None:
+    """Register optical-flow estimators for video stylization (RAFT, PWC-Net, ...).
+
+    Call ``register(name, factory, description="...")``. ``factory()`` returns a callable
+    ``estimate(frame_a, frame_b) -> flow`` where the frames are ``(1, 3, H, W)`` float RGB in
+    [0, 1] on the CPU and ``flow`` is ``(H, W, 2)`` float32 (dx, dy) in pixels such that
+    ``frame_a[y, x]`` shows what ``frame_b`` shows at ``(x + dx, y + dy)``. The factory is called
+    only when a video run uses the estimator, so it may load weights there.
+
+    :param register: adds one estimator; raises on a name that is already registered.
     """

@@ -86,6 +86,8 @@ class Registries:
     presets: Registry[Mapping[str, Any]]
     problems: list[str] = field(default_factory=list)
     """One line per plug-in that failed (import, duplicate name, hook raising)."""
+    flow_estimators: Registry[Callable[..., object]] = field(default_factory=lambda: Registry("flow estimator"))
+    """Optical-flow estimator factories for video (``nst_register_flow_estimators``)."""
 
 
 def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
@@ -107,6 +109,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
         (pm.hook.nst_register_loss_terms, regs.loss_terms),
         (pm.hook.nst_register_layer_schedules, regs.schedules),
         (pm.hook.nst_register_presets, regs.presets),
+        (pm.hook.nst_register_flow_estimators, regs.flow_estimators),
     )
     for hook, registry in hooks:
         impls = sorted(hook.get_hookimpls(), key=lambda i: (not pm.is_builtin(i.plugin_name), i.plugin_name))
@@ -130,7 +133,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
                 problems.append(f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
                                 f"{type(exc).__name__}: {exc}")
     broken = tuple(problems)
-    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets):
+    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets, regs.flow_estimators):
         registry.broken_plugins = broken
     for line in problems:
         warnings.warn(line, PluginWarning, stacklevel=2)
