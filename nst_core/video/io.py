@@ -580,37 +580,16 @@ def _encode(av: Any, frames: Iterable[Tensor], temporary: Path, fmt: str, codec:
     if rotation and fmt not in ("mp4", "mov", "matroska"):
         notes.append(f"{fmt} cannot store a display rotation; the frames are written upright")
         rotation = 0
+    wants_audio = audio_from is not None and audio_from.audio is not None and audio_from.kind == "video"
     with av.open(str(temporary), mode="w", format=fmt) as out:
         stream = None
+        audio = None
         for index, image in enumerate(frames):
             image = _coded(image if image.dim() == 4 else image[None], rotation)
             if stream is None:
-                stream = out.add_stream(codec, rate=rate)
-                h, w = image.shape[-2:]
-                if codec == "gif":
-                    stream.pix_fmt = "rgb8"
-                else:
-                    stream.pix_fmt = "yuv420p" if "yuv420p" in _pix_fmts(av, codec) else _pix_fmts(av, codec)[0]
-                if stream.pix_fmt.startswith("yuv420") and (h % 2 or w % 2):
-                    notes.append(f"{temporary.name}: {w}x{h} has an odd side; the last row/column was repeated "
-                                 f"(yuv420p needs even sides)")
-                if stream.pix_fmt.startswith("yuv420"):
-                    h, w = h + h % 2, w + w % 2
-                stream.width, stream.height = w, h
-                stream.time_base = time_base
-                if codec in CRF_CODECS:
-                    options = {"crf": str(DEFAULT_CRF if crf is None else crf)}
-                    if codec.startswith("libvpx"):
-                        options["b"] = "0"
-                    if codec == "libx264":
-                        options["preset"] = "medium"
-                    stream.options = options
-                elif crf is not None:
-                    notes.append(f"crf is ignored by the {codec} encoder")
-                if codec in ("mpeg4",):
-                    stream.bit_rate = max(1_000_000, w * h * 8)
-                if rotation:
-                    stream.set_display_rotation(rotation)
+                stream = _video_stream(av, out, codec, rate, time_base, image, crf, rotation, notes)
+                if wants_audio:  # every stream must exist before the first packet is written
+                    audio = _AudioCopy(av, out, audio_from, fmt, suffix, notes)
             if stream.pix_fmt.startswith("yuv420"):
                 image = _pad_even(image)
             frame = av.VideoFrame.from_ndarray(_to_uint8(image), format="rgb24")
@@ -625,9 +604,41 @@ def _encode(av: Any, frames: Iterable[Tensor], temporary: Path, fmt: str, codec:
             return 0
         for packet in stream.encode():
             out.mux(packet)
-        if audio_from is not None and audio_from.audio is not None and audio_from.kind == "video":
-            _copy_audio(av, out, audio_from, suffix, notes)
+        if audio is not None:
+            audio.write()
     return count
+
+
+def _video_stream(av: Any, out: Any, codec: str, rate: Fraction, time_base: Fraction, first: Tensor,
+                  crf: int | None, rotation: int, notes: list[str]) -> Any:
+    """The output's video stream, set up from the first (coded-orientation) frame."""
+    stream = out.add_stream(codec, rate=rate)
+    h, w = first.shape[-2:]
+    if codec == "gif":
+        stream.pix_fmt = "rgb8"
+    else:
+        formats = _pix_fmts(av, codec)
+        stream.pix_fmt = "yuv420p" if "yuv420p" in formats else formats[0]
+    if stream.pix_fmt.startswith("yuv420"):
+        if h % 2 or w % 2:
+            notes.append(f"{w}x{h} has an odd side; the last row/column was repeated (yuv420p needs even sides)")
+        h, w = h + h % 2, w + w % 2
+    stream.width, stream.height = w, h
+    stream.time_base = time_base
+    if codec in CRF_CODECS:
+        options = {"crf": str(DEFAULT_CRF if crf is None else crf)}
+        if codec.startswith("libvpx"):
+            options["b"] = "0"
+        if codec == "libx264":
+            options["preset"] = "medium"
+        stream.options = options
+    elif crf is not None:
+        notes.append(f"crf is ignored by the {codec} encoder")
+    if codec == "mpeg4":
+        stream.bit_rate = max(1_000_000, w * h * 8)
+    if rotation:
+        stream.set_display_rotation(rotation)
+    return stream
 
 
 def _pix_fmts(av: Any, codec: str) -> list[str]:
@@ -636,68 +647,96 @@ def _pix_fmts(av: Any, codec: str) -> list[str]:
     return names or ["yuv420p"]
 
 
-def _copy_audio(av: Any, out: Any, info: VideoInfo, suffix: str, notes: list[str]) -> None:
-    """Remux the source's audio packets of ``[info.start, info.end)`` into ``out``, shifted by the
-    piece's start so that audio and video stay aligned; packets before the first video frame (an
-    encoder's priming) are kept when the piece starts at the beginning. Re-encoded only if the
-    container refuses the codec (with a note)."""
-    assert info.audio is not None
-    with av.open(info.source) as source:
-        a_in = source.streams.audio[0]
-        tb = a_in.time_base
-        video = source.streams.video[0]
+COPYABLE_AUDIO: dict[str, set[str] | None] = {
+    "mp4": {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"},
+    "matroska": None,  # takes any
+    "webm": {"opus", "vorbis"},
+    "avi": {"mp3", "aac", "ac3", "pcm_s16le"},
+    "gif": set(),
+}
+"""Audio codecs each container can hold as they are (None: any)."""
+
+
+class _AudioCopy:
+    """The source's audio for ``[info.start, info.end)`` in the output: its packets copied unchanged
+    (shifted by the piece's start so audio and video stay aligned; packets before the first video
+    frame, an encoder's priming, are kept when the piece starts at the beginning), or re-encoded
+    with a note when the container cannot hold the codec. The stream is added on construction
+    (before any packet is written); :meth:`write` writes the packets."""
+
+    def __init__(self, av: Any, out: Any, info: VideoInfo, fmt: str, suffix: str, notes: list[str]) -> None:
+        assert info.audio is not None
+        self.av, self.out, self.info, self.notes = av, out, info, notes
+        self.source = av.open(info.source)
+        self.a_in = self.source.streams.audio[0]
+        video = self.source.streams.video[0]
         v_start = float((video.start_time or 0) * video.time_base)
-        origin = v_start + info.start
-        end = v_start + info.end
-        shift = round(origin / tb) if info.start > 0 else 0
-        try:
-            a_out = out.add_stream_from_template(a_in)
-        except (av.FFmpegError, ValueError) as exc:
-            _transcode_audio(av, source, a_in, out, origin, end, suffix, notes, exc)
+        self.origin = v_start + info.start
+        self.end = v_start + info.end
+        allowed = COPYABLE_AUDIO.get(fmt, set())
+        self.copy = allowed is None or info.audio.codec in allowed
+        self.stream = None
+        self.resampler = None
+        if self.copy:
+            self.stream = out.add_stream_from_template(self.a_in)
+            self.stream.time_base = self.a_in.time_base
+            return
+        candidates = available_encoders(AUDIO_FALLBACK.get(suffix, ()))
+        if not candidates:
+            notes.append(f"{suffix} cannot hold audio ({info.audio.codec}); the video has no audio")
+            self.source.close()
+            return
+        name = candidates[0]
+        rate = 48000 if "opus" in name else self.a_in.sample_rate
+        self.stream = out.add_stream(name, rate=rate)
+        layout = self.a_in.codec_context.layout.name if self.a_in.codec_context.layout else "stereo"
+        self.resampler = av.AudioResampler(format=av.Codec(name, "w").audio_formats[0].name, layout=layout,
+                                           rate=rate)
+        notes.append(f"the {info.audio.codec} audio cannot go into {suffix} as it is; re-encoded with {name}")
+
+    def write(self) -> None:
+        if self.stream is None:
             return
         try:
-            for packet in source.demux(a_in):
-                if packet.pts is None or packet.size == 0:
-                    continue
-                t = float(packet.pts * tb)
-                if t >= end - 1e-6 or (info.start > 0 and t < origin - 1e-6):
-                    continue
-                packet.pts -= shift
-                if packet.dts is not None:
-                    packet.dts -= shift
-                packet.stream = a_out
-                out.mux(packet)
-        except av.FFmpegError as exc:
-            raise VideoError(f"the {info.audio.codec} audio could not be copied ({_one_line(exc)}); write another "
-                             f"container (.mkv takes most audio) or pass copy_audio=False") from None
+            if self.copy:
+                self._copy()
+            else:
+                self._transcode()
+        except self.av.FFmpegError as exc:
+            raise VideoError(f"the {self.info.audio.codec} audio could not be written ({_one_line(exc)}); write "
+                             f".mkv (takes most audio) or pass copy_audio=False") from None
+        finally:
+            self.source.close()
 
+    def _copy(self) -> None:
+        tb = self.a_in.time_base
+        shift = round(self.origin / tb) if self.info.start > 0 else 0
+        for packet in self.source.demux(self.a_in):
+            if packet.pts is None or packet.size == 0:
+                continue
+            t = float(packet.pts * tb)
+            if t >= self.end - 1e-6 or (self.info.start > 0 and t < self.origin - 1e-6):
+                continue
+            packet.pts -= shift
+            if packet.dts is not None:
+                packet.dts -= shift
+            packet.stream = self.stream
+            self.out.mux(packet)
 
-def _transcode_audio(av: Any, source: Any, a_in: Any, out: Any, origin: float, end: float, suffix: str,
-                     notes: list[str], refusal: Exception) -> None:
-    candidates = available_encoders(AUDIO_FALLBACK.get(suffix, ()))
-    if not candidates:
-        notes.append(f"the {a_in.codec_context.name} audio cannot go into {suffix} ({_one_line(refusal)}) and no "
-                     f"encoder for it is installed; the video has no audio")
-        return
-    name = candidates[0]
-    rate = 48000 if "opus" in name else a_in.sample_rate
-    a_out = out.add_stream(name, rate=rate)
-    layout = a_in.codec_context.layout.name if a_in.codec_context.layout else "stereo"
-    fmt = av.Codec(name, "w").audio_formats[0].name
-    resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
-    notes.append(f"the {a_in.codec_context.name} audio cannot be copied into {suffix}; re-encoded with {name}")
-    for frame in source.decode(a_in):
-        if frame.time is None or frame.time < origin - 1e-6 or frame.time >= end:
-            continue
-        frame.pts = None
-        for rf in resampler.resample(frame):
-            for packet in a_out.encode(rf):
-                out.mux(packet)
-    for rf in resampler.resample(None):
-        for packet in a_out.encode(rf):
-            out.mux(packet)
-    for packet in a_out.encode():
-        out.mux(packet)
+    def _transcode(self) -> None:
+        for frame in self.source.decode(self.a_in):
+            if frame.time is None or frame.time < self.origin - 1e-6 or frame.time >= self.end:
+                continue
+            frame.pts = None
+            for resampled in self.resampler.resample(frame):
+                for packet in self.stream.encode(resampled):
+                    self.out.mux(packet)
+        for resampled in self.resampler.resample(None):
+            for packet in self.stream.encode(resampled):
+                self.out.mux(packet)
+        for packet in self.stream.encode():
+            self.out.mux(packet)
 
 
 def sequence_path(target: str, index: int) -> Path:

@@ -134,3 +134,45 @@ def photo_clip(photo: Tensor, frames: int = 48, height: int = 192, width: int = 
         out.append(frame.clamp(0, 1))
     return out
 
+
+
+def write_clip(frames: list[Tensor], path: str, *, fps: int = 24, tone: float | None = 440.0,
+               rotation: int = 0, codec: str = "libx264") -> str:
+    """Encode ``frames`` ``(1, 3, H, W)`` in [0, 1] as a video at ``fps`` with, unless ``tone`` is
+    None, a mono AAC sine of ``tone`` Hz as long as the video, and the display ``rotation``
+    (degrees counter-clockwise): a small "real" clip with audio for tests and benchmarks."""
+    from nst_core.video._deps import require_av
+
+    av = require_av()
+    import numpy as np
+
+    with av.open(path, "w") as out:
+        video = out.add_stream(codec, rate=fps)
+        h, w = frames[0].shape[-2:]
+        video.width, video.height = w, h
+        video.pix_fmt = "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
+        audio = out.add_stream("aac", rate=48000, layout="mono") if tone is not None else None
+        for i, image in enumerate(frames):
+            array = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if audio is not None:
+            total = int(48000 * len(frames) / fps)
+            for start in range(0, total, 1024):
+                n = min(1024, total - start)
+                t = (np.arange(start, start + n) / 48000.0).astype(np.float32)
+                samples = (0.3 * np.sin(2 * np.pi * tone * t)).astype(np.float32)[None]
+                chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                chunk.sample_rate = 48000
+                chunk.pts = start
+                for packet in audio.encode(chunk):
+                    out.mux(packet)
+            for packet in audio.encode():
+                out.mux(packet)
+    return path
