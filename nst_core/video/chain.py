@@ -510,9 +510,9 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
     if config.seed is None:
         config = config.replace(seed=0)  # one seed for every frame and every resumed call
     settings = _settings(reader.info, style_list, config, options.as_dict(config))
+    chain_file = _ChainFile(frames_dir, settings)  # other settings in the folder: refused before any work
     model = nst_core.load_model(config, registries=registries)
     frames_dir.mkdir(exist_ok=True)
-    chain_file = _ChainFile(frames_dir, settings)
     shape = working_size(reader.info, config.size)
     _check_disk(frames_dir, reader.info.frames, shape)
     if not chain_file.path.exists():
