@@ -15,6 +15,12 @@ def _dis_medium():
     return DISFlow("medium")
 
 
+def _farneback():
+    from nst_core.video.flow import FarnebackFlow
+
+    return FarnebackFlow()
+
+
 @hookimpl
 def nst_register_loss_terms(register):
     register("temporal", TemporalLoss,
@@ -26,3 +32,5 @@ def nst_register_loss_terms(register):
 def nst_register_flow_estimators(register):
     register("dis", _dis_medium,
              description="OpenCV DIS optical flow, MEDIUM preset (no weights; needs nst-core[video])")
+    register("farneback", _farneback,
+             description="OpenCV Farnebäck optical flow (no weights, smoother, slower; needs nst-core[video])")

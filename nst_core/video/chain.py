@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 import hashlib
 import json
 import math
@@ -48,12 +48,11 @@ import shutil
 import time
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
 from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.errors import ConfigError, ResourceError, ResumeError
-from nst_core.image import ImageSource, fit_longest_side, read_image, resize, save_text
+from nst_core.image import ImageSource, fit_longest_side, read_image, resize, save_image, save_text
 from nst_core.progress import Progress
 from nst_core.registry import Registries, collect_registries
 from nst_core.video.consistency import DEFAULT_DILATION, inconsistent_fraction, reliability
@@ -394,6 +393,7 @@ class _Chain:
                 self.stopped = True
                 return
             cut = False
+            began = time.perf_counter()  # the frame's time includes its flow, mask and warp
             if not opts.temporal:
                 image, record = self._independent(index, content)
             elif not history or reference is None or history[-1][0] != index - 1:
@@ -417,9 +417,8 @@ class _Chain:
                 self.stopped = True
                 return
             image = _quantize(image)
-            from nst_core.image import save_image
-
             save_image(image, frame_path(self.frames_dir, index))
+            record = replace(record, seconds=time.perf_counter() - began)
             history.append((index, content, image))
             self.records.append(record)
             self.made += 1

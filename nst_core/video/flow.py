@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import threading
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ class DISFlow:
     """OpenCV's Dense Inverse Search flow at a preset (``"medium"`` default; ``"fast"``,
     ``"ultrafast"``). Returns ``(H, W, 2)`` float32 (dx, dy) with ``a(x) ≈ b(x + flow(x))``."""
 
-    PRESETS = {"ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST", "fast": "DISOPTICAL_FLOW_PRESET_FAST",
+    PRESETS: ClassVar[dict[str, str]] = {"ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST", "fast": "DISOPTICAL_FLOW_PRESET_FAST",
                "medium": "DISOPTICAL_FLOW_PRESET_MEDIUM"}
 
     def __init__(self, preset: str = "medium") -> None:
@@ -63,6 +64,20 @@ class DISFlow:
         if dis is None:
             dis = self._local.dis = self._cv2.DISOpticalFlow_create(self._preset)
         flow = dis.calc(to_gray_uint8(frame_a), to_gray_uint8(frame_b), None)
+        return torch.from_numpy(flow).float()
+
+
+class FarnebackFlow:
+    """OpenCV's Farnebäck polynomial-expansion flow (2003): slower and smoother than DIS, no
+    weights. Used by the benchmark to *measure* flicker with a flow other than the one the chain
+    was made with. Returns ``(H, W, 2)`` float32 (dx, dy) with ``a(x) ≈ b(x + flow(x))``."""
+
+    def __init__(self) -> None:
+        self._cv2 = require_cv2()
+
+    def __call__(self, frame_a: Tensor, frame_b: Tensor) -> Tensor:
+        flow = self._cv2.calcOpticalFlowFarneback(to_gray_uint8(frame_a), to_gray_uint8(frame_b), None,
+                                                  0.5, 4, 15, 5, 5, 1.1, 0)
         return torch.from_numpy(flow).float()
 
 
