@@ -116,3 +116,23 @@ def test_resume_after_a_stop_makes_every_frame_once_and_matches_an_uninterrupted
 
     with pytest.raises(ResumeError, match="other settings: chain.next_steps"):
         stylize_video(folder, style_64, out, **{**options, "next_steps": 1})
+
+
+def test_chunk_runner_and_scene_cut_detection(tmp_path, style_64, builtin_registries):
+    """An executor's view: the clip's scene cuts, a chunk plan, one chunk run on its own (frames
+    1-3 of a shot, with long-term consistency over 2 frames) returning its frames."""
+    from nst_core.video.chain import Chunk, detect_scene_cuts, plan_chunks, run_chunk
+    from nst_core.video.io import open_video, write_video
+
+    assert detect_scene_cuts(open_video(_clip_folder(tmp_path)), 48, registries=builtin_registries) == [2]
+    shot = tmp_path / "shot"
+    write_video(texture_clip(4, 48, 64, occluder=(3, 1), square=12, seed=1).frames, shot)
+    assert plan_chunks(4, 3, 1) == [Chunk(0, 0, 3, 0), Chunk(1, 2, 4, 1)]
+    events = []
+    frames = run_chunk(shot, Chunk(1, 1, 4, 0), style_64, frames_dir=tmp_path / "chunk1", first_steps=2,
+                       next_steps=1, long_term=(2,), registries=builtin_registries, on_progress=events.append, **FAST)
+    assert len(frames) == 3 and all(f.shape == (1, 3, 36, 48) for f in frames)
+    done = [e for e in events if e.kind == "frame"]
+    assert [(e.frame, e.done, e.frames) for e in done] == [(0, 1, 3), (1, 2, 3), (2, 3, 3)] and done[-1].eta == 0
+    steps = [e.step for e in events if e.kind == "step" and e.frame == 2]
+    assert steps and "temporal" in steps[0].terms

@@ -67,11 +67,14 @@ def test_selection_keeps_the_piece_and_its_audio(clip_file, tmp_path):
     assert 8 <= len(kept) <= 14 and set(kept) <= set(audio_md5s(source))  # about 0.25 s of 21 ms packets
 
 
-def test_random_access_matches_sequential_decoding(clip_file):
+def test_random_access_and_a_chunk_of_the_clip(clip_file):
     reader = open_video(clip_file[0])
     frames = dict(reader.frames())
     assert torch.equal(reader.read(7), frames[7])
     assert [i for i, _ in reader.frames(4, 6)] == [4, 5]
+    piece = reader.piece(4, 7)
+    assert piece.info.pts == (0, 512, 1024) and piece.info.start == pytest.approx(4 / 24)
+    assert all(torch.equal(f, frames[4 + i]) for i, f in piece.frames())
 
 
 @pytest.mark.parametrize("suffix", [".webm", ".gif"])

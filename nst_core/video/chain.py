@@ -57,7 +57,7 @@ from nst_core.progress import Progress
 from nst_core.registry import Registries, collect_registries
 from nst_core.video.consistency import DEFAULT_DILATION, inconsistent_fraction, reliability
 from nst_core.video.flow import DEFAULT_FLOW, FlowEstimator, estimate_flow, get_flow_estimator
-from nst_core.video.io import VideoInfo, VideoReader, open_video, sequence_path, with_selection, write_video
+from nst_core.video.io import VideoInfo, VideoReader, open_video, sequence_path, write_video
 from nst_core.video.temporal import closest_first, temporal_guides
 from nst_core.video.warp import warp
 
@@ -634,8 +634,7 @@ def run_chunk(source: str | os.PathLike | VideoReader, chunk: Chunk, styles: Ima
     if not 0 <= chunk.start < chunk.stop <= reader.info.frames:
         raise ConfigError(f"chunk {chunk.index} ({chunk.start}..{chunk.stop - 1}) is outside the clip's "
                           f"{reader.info.frames} frames")
-    piece = VideoReader(with_selection(reader.info, chunk.start, chunk.stop),
-                        reader._source_pts[chunk.start:chunk.stop])
+    piece = reader.piece(chunk.start, chunk.stop)
     result = stylize_video(piece, styles, None, config, frames_dir=frames_dir, **chain_options)
     frames = []
     for i in range(chunk.frames):  # all of them, or those before the stop

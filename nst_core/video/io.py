@@ -218,6 +218,10 @@ class VideoReader:
         else:
             yield from self._video_frames(first, stop)
 
+    def piece(self, first: int, stop: int) -> VideoReader:
+        """A reader of selected frames ``first <= i < stop`` only (a chunk), timed from ``first``."""
+        return VideoReader(with_selection(self.info, first, stop), self._source_pts[first:stop])
+
     def read(self, index: int) -> Tensor:
         """Selected frame ``index`` ``(1, 3, H, W)`` (random access: decodes from a keyframe)."""
         for _, frame in self.frames(index, index + 1):
