@@ -173,3 +173,15 @@ def test_blend_and_assemble_crossfade_the_overlap():
     assert [round(float(f.mean()), 4) for f in frames] == [1, 1, 0.75, 0.5, 0.25, 0, 0]
     with pytest.raises(ConfigError):
         assemble_chunks(chunks, [[torch.ones(1, 3, 2, 2)] * 4, [torch.zeros(1, 3, 2, 2)] * 5])
+
+
+def test_warping_error_is_zero_for_motion_and_grows_with_flicker(clip, dis):
+    from nst_core.video.metrics import InputMotion, clip_warping_errors, input_motion, mean_warping_error
+
+    truth = InputMotion(clip.flows, [None, *((~d).float()[None, None] for d in clip.disoccluded[1:])])
+    assert max(clip_warping_errors(clip.frames, truth)) < 1e-10  # the input follows its own motion exactly
+    generator = torch.Generator().manual_seed(0)
+    flicker = [(f + 0.05 * torch.randn(f.shape, generator=generator)).clamp(0, 1) for f in clip.frames]
+    assert mean_warping_error(flicker, truth) > 0.01
+    estimated = input_motion(clip.frames, dis)
+    assert mean_warping_error(clip.frames, estimated) < 0.1 * mean_warping_error(flicker, estimated)

@@ -471,6 +471,7 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
         :func:`~nst_core.video.io.write_video`) or an image sequence (folder or pattern); None: only
         the frames folder.
     :param config: image settings (``size``, ``steps``, weights ...); ``overrides`` change fields.
+        Without a seed the chain uses seed 0, so that a resumed call makes the same frames.
     :param temporal: False stylizes every frame independently (the flickering look), same steps.
     :param temporal_weight: λ_t relative to J of the chain's first frame (module docstring).
     :param long_term: earlier frames (2, 4 ...) also held by the temporal term, closest first.
