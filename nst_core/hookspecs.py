@@ -20,6 +20,13 @@ __all__ = [
     "nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules", "nst_register_presets",
 ]
 
+HOOK_API_VERSION = (1, 0)
+"""The version of the plug-in contract: these hooks, ``register``'s signature and the types of
+:mod:`nst_core.types` (what the engine calls and checks). ``(major, minor)``: a minor release
+only adds (a hook, an optional field with a default); a major one may change or remove, and is
+announced in docs/plugins.md. A plug-in checks it with
+``nst_core.hookspecs.HOOK_API_VERSION[0] == 1`` (see docs/plugins.md, "Stability")."""
+
 
 @hookspec
 def nst_register_backbones(register: Register) -> None:

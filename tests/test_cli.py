@@ -220,7 +220,7 @@ def test_broken_plugin_is_a_jsonl_warning_event(site, tmp_path):
 def test_plugins_lists_distributions_versions_and_failures(site):
     install_broken_plugin(site)
     result = nst("plugins")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # something failed
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert ["mean-color", "nst-plugin-example", "0.1.0", "nst_plugin_example.plugin", "loss term mean-color"] in rows
     assert ["broken", "nst-cli-test-broken", "1.2.3", "nst_cli_test_broken", "failed to load"] in rows
