@@ -217,7 +217,7 @@ def _result(running: _Running, x: Tensor, status: Status, message: str, last_val
                        loss=last_values[0] if last_values else math.nan, terms=terms,
                        elapsed=time.perf_counter() - running.started, device=str(plan.device), sizes=plan.sizes,
                        config=plan.requested, notes=tuple(running.notes), recoveries=running.recoveries,
-                       state=stopped_at)
+                       state=stopped_at, plugins=plan.plugins)
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
@@ -225,7 +225,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
             init_image: ImageSource | None = None, style_masks: Sequence[ImageSource | None] | None = None,
             guides: Mapping[str, Tensor] | None = None, on_progress: Callable[[Progress], None] | None = None,
             should_stop: Callable[[], bool] | None = None, resume: RunState | None = None,
-            **overrides: Any) -> StyleResult:
+            preset: str | None = None, **overrides: Any) -> StyleResult:
     """Stylize ``content`` with one or more ``styles`` by optimizing the pixels of G.
 
     ``stylize(...)`` is ``run(plan(...), ...)``: call :func:`nst_core.plan` yourself to see the
@@ -235,6 +235,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
         ``(H, W, 3)`` array.
     :param styles: one such image or a list of them (blended by ``config.style_blend``).
     :param config: the run's settings; ``overrides`` change fields of it (``size=256, steps=100``).
+    :param preset: start from a registered preset's settings instead of ``config``
+        (``stylize(photo, painting, preset="fast", steps=50)``); give one or the other.
     :param registries: plug-in registries to use (default: collected from installed plug-ins).
     :param model: a :func:`nst_core.load_model` result to reuse (many runs, one backbone load).
     :param init_image: the starting image when ``config.init == "image"``.
@@ -255,7 +257,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     :returns: a :class:`StyleResult`; its ``image`` is ``(1, 3, H, W)`` in [0, 1] on the CPU.
     """
     planned = plan(content, styles, config, registries=registries, model=model, init_image=init_image,
-                   style_masks=style_masks, guides=guides, **overrides)
+                   style_masks=style_masks, guides=guides, preset=preset, **overrides)
     return run(planned, on_progress=on_progress, should_stop=should_stop, resume=resume)
 
 

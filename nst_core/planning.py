@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nst_core.config import LossSpec, StyleConfig
+from nst_core.config import LossSpec, StyleConfig, config_from_preset
 from nst_core.contract import (call_plugin, check_backbone, check_features, check_layer_weights,
                                measure_memory_profile, one_line, plugin_label)
 from nst_core.device import resolve_device
@@ -26,6 +26,7 @@ from nst_core.errors import ConfigError, PluginError, UnknownNameError
 from nst_core.image import ImageSource, fit_longest_side
 from nst_core.inputs import RunInputs, prepare_inputs
 from nst_core.memory import VGG19_SAVED_BYTES_PER_PIXEL, MemoryPlan, plan_memory
+from nst_core.params import ParamSpec, check_params, param_spec
 from nst_core.precision import resolve_precision
 from nst_core.registry import Registries, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, MemoryProfile
@@ -157,6 +158,25 @@ def _accepts(factory: Any, **kwargs: Any) -> bool:
     return True
 
 
+def term_params(name: str, registries: Registries) -> ParamSpec:
+    """The declared parameters of loss term ``name`` (:mod:`nst_core.params`).
+
+    :raises UnknownNameError: no such loss term. :raises PluginError: a declaration that cannot
+        be checked (an unsupported type), naming the plug-in.
+    """
+    entry = registries.loss_terms.entry(name)
+    try:
+        return param_spec(entry.obj)
+    except TypeError as exc:
+        raise PluginError(f"loss term {name!r} from {plugin_label(entry)} declares its parameters wrongly: "
+                          f"{exc}") from None
+
+
+def build_backbone(config: StyleConfig, registries: Registries) -> Backbone:
+    """``config``'s backbone, built and checked as a run builds it (for listing its layers)."""
+    return _build_backbone(config, registries)[0]
+
+
 def _build_backbone(config: StyleConfig, registries: Registries) -> tuple[Backbone, str]:
     """Call the backbone's factory (``factory()``, or ``factory(pooling=...)`` for a pooling
     other than "max") and check what it returns; returns the backbone and its label."""
@@ -175,9 +195,8 @@ def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, in
     """A :class:`LossSpec` -> its plug-in object with layers and λ[l] (not bound to targets yet)."""
     entry = registries.loss_terms.entry(spec.name)
     label = f"loss term {spec.name!r} from {plugin_label(entry)}"
-    if not _accepts(entry.obj, **spec.params):
-        raise ConfigError(f"loss term {spec.name!r} does not accept parameters {dict(spec.params)}")
-    term = call_plugin(f"{label}, starting,", entry.obj, **spec.params)
+    params = check_params(spec.name, term_params(spec.name, registries), spec.params)
+    term = call_plugin(f"{label}, starting,", entry.obj, **params)
     if not isinstance(term, LossTerm):
         raise PluginError(f"{label}: its factory returned {type(term).__name__}; it must return an instance of "
                           f"nst_core.LossTerm")
@@ -290,6 +309,10 @@ class RunPlan:
     terms: tuple[BoundTerm, ...]
     inputs: RunInputs = field(repr=False)
     notes: tuple[str, ...] = ()
+    plugins: tuple[Mapping[str, str], ...] = ()
+    """Where every name the run uses comes from: ``{"kind", "name", "plugin", "distribution"}``
+    per backbone, loss term, layer schedule and preset (``distribution`` is ``"built-in"`` or
+    ``"dist-name version"``); run records keep it."""
 
     @property
     def sizes(self) -> tuple[tuple[int, int], ...]:
@@ -306,10 +329,40 @@ class RunPlan:
         return _layers_of(self.terms)
 
 
+def provenance(config: StyleConfig, registries: Registries, terms: Sequence[BoundTerm],
+               preset: str | None = None) -> tuple[dict[str, str], ...]:
+    """``{"kind", "name", "plugin", "distribution"}`` for the backbone, every loss term, every
+    layer schedule the terms use and the preset (if any): what :attr:`RunPlan.plugins` holds."""
+    wanted = [("backbone", registries.backbones, config.backbone)]
+    wanted += [("loss term", registries.loss_terms, t.name) for t in terms]
+    specs = {spec.name: spec for spec in config.loss_specs()}
+    wanted += [("layer schedule", registries.schedules, specs[t.name].schedule or "uniform")
+               for t in terms if t.schedule is not None]
+    if preset is not None:
+        wanted.append(("preset", registries.presets, preset))
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for kind, registry, name in wanted:
+        entry = registry.entry(name)
+        out[(kind, name)] = {"kind": kind, "name": name, "plugin": entry.plugin, "distribution": entry.distribution}
+    return tuple(out.values())
+
+
+def config_for_preset(preset: str, config: StyleConfig | None, registries: Registries) -> StyleConfig:
+    """The config a ``preset=`` argument starts from (``overrides`` then go on top).
+
+    :raises ConfigError: ``config`` given too (say one or the other). :raises UnknownNameError:
+        no such preset.
+    """
+    if config is not None:
+        raise ConfigError("give either config= or preset= (a preset is a starting config; change its fields "
+                          "with keyword arguments: preset='fast', size=256)")
+    return config_from_preset(registries.presets.get(preset))
+
+
 def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
          *, registries: Registries | None = None, model: Model | None = None,
          init_image: ImageSource | None = None, style_masks: Sequence[ImageSource | None] | None = None,
-         guides: Mapping[str, Tensor] | None = None, **overrides: Any) -> RunPlan:
+         guides: Mapping[str, Tensor] | None = None, preset: str | None = None, **overrides: Any) -> RunPlan:
     """Decide everything about a run of ``content`` with ``styles`` (see :func:`nst_core.stylize`
     for the arguments), read its images and refuse what cannot run, without optimising anything.
 
@@ -317,15 +370,19 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
         one is built: ``plan.model`` says which).
     :param guides: extra tensors for loss terms, ``{name: (1, C, H, W)}`` float at any size;
         each scale gets them resized to its working size in ``Targets.guides``.
+    :param preset: start from this preset's settings (``nst list presets``) instead of
+        ``config`` (give one or the other); ``overrides`` change fields on top.
     :raises NSTError: an unknown name or layer, a bad image, a size that cannot fit in memory.
     """
+    registries = registries or collect_registries()
+    if preset is not None:
+        config = config_for_preset(preset, config, registries)
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
     device = resolve_device(config.device)
     config = config.replace(precision=resolve_precision(config.precision, device))
     requested = config
-    registries = registries or collect_registries()
     if model is not None:
         terms = resolve_terms(config, registries, model.info)
         if not model.serves(config, device, _layers_of(terms)):
@@ -347,4 +404,5 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
         notes.append(memory.note)
     return RunPlan(config=config.replace(seed=seed), requested=requested, device=device, seed=seed,
                    seed_given=config.seed is not None, shapes=shapes, output_size=(out_w, out_h), memory=memory,
-                   model=model, terms=tuple(terms), inputs=inputs, notes=tuple(notes))
+                   model=model, terms=tuple(terms), inputs=inputs, notes=tuple(notes),
+                   plugins=provenance(config, registries, terms, preset))

@@ -135,6 +135,15 @@ def _preset_names(settings: Mapping[str, Any], regs: Registries) -> str | None:
     for registry, name in wanted:
         if name not in registry:
             return f"uses the unknown {registry.kind} {name!r}"
+    from nst_core.params import check_params, param_spec
+
+    for spec in config.loss_specs():
+        try:
+            check_params(spec.name, param_spec(regs.loss_terms.get(spec.name)), spec.params)
+        except TypeError:
+            pass  # the loss term's own declaration is wrong: reported when it is used
+        except NSTError as exc:
+            return f"is invalid: {exc}"
     return None
 
 

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
-from nst_core import StyleConfig
+from nst_core import NSTError, StyleConfig
 from nst_core.hookspecs import HOOK_API_VERSION
+from nst_core.planning import build_backbone, term_params
 from nst_core.plugins import AUTOLOAD_ENV, DISABLE_ENV, get_plugin_manager
 from nst_core.registry import Entry, Registry
 
@@ -59,13 +60,22 @@ def list_backbones() -> None:
 
 @list_app.command("losses", epilog=_example("nst list losses"))
 def list_losses() -> None:
-    """Loss terms for --style-loss and --loss, with their role (content, style or image).
+    """Loss terms for --style-loss and --loss, with their role (content, style or image) and parameters.
 
-    A "style" term can be the --style-loss; any term can be added with --loss NAME:WEIGHT.
+    A "style" term can be the --style-loss; any term can be added with --loss NAME:WEIGHT, and its
+    parameters set with --loss NAME:WEIGHT,key=value,... (checked against the types shown).
     """
-    registry = load_registries(messages.warn).loss_terms
-    rows = _rows(registry, lambda entry: str(getattr(entry.obj, "role", "")))
-    print_table(["name", "role", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
+    registries = load_registries(messages.warn)
+    rows = []
+    for entry in registries.loss_terms:
+        try:
+            params = term_params(entry.name, registries).describe()
+        except NSTError as exc:
+            messages.warn(str(exc))
+            params = "(declared wrongly)"
+        role = getattr(entry.obj, "role", "")  # the class attribute; a factory function has none until called
+        rows.append([entry.name, role if isinstance(role, str) else "", params, entry.description, source(entry)])
+    print_table(["name", "role", "parameters", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
 
 
 @list_app.command("schedules", epilog=_example("nst list schedules"))
@@ -90,7 +100,7 @@ def list_layers(
     """The layer names of a backbone, with channels, for --content-layers, --style-layers and
     --layer-weights; the defaults are marked."""
     registries = load_registries(messages.warn)
-    net = registries.backbones.get(backbone)(pooling="max")
+    net = build_backbone(StyleConfig(backbone=backbone), registries)
     rows = []
     for name in net.layer_names:
         marks = [role for role, layers in (("content", net.default_content_layers),
