@@ -184,7 +184,7 @@ def check_params(term: str, spec: ParamSpec, given: Mapping[str, Any]) -> dict[s
             if spec.open:
                 checked[name] = value
                 continue
-            hint = f"its parameters: {spec.describe()}" if spec.params else "it takes no parameters"
+            hint = f"Its parameters: {spec.describe()}" if spec.params else "It takes no parameters"
             raise UnknownNameError(f"parameter of loss term {term!r}", name, known, hint)
         checked[name] = _coerce(known[name], value, f"loss term {term!r} parameter {name!r}")
     missing = [p.name for p in spec.params if p.required and p.name not in given]

@@ -59,7 +59,7 @@ def test_a_params_dataclass_is_the_declaration():
 
 def test_an_annotated_signature_is_the_declaration(regs):
     assert param_spec(regs.loss_terms.get("tv")).describe() == "exponent: float = 2.0"
-    assert param_spec(regs.loss_terms.get("mean-color")).describe() == "power: float = 2.0"
+    assert param_spec(regs.loss_terms.get("content")).describe() == "normalize: bool = True"
     assert param_spec(regs.loss_terms.get("gram")).describe() == "-"
 
 
@@ -91,7 +91,7 @@ def test_list_losses_shows_each_terms_parameters():
     assert result.exit_code == 0
     rows = {line.split("\t")[0]: line.split("\t") for line in result.stdout.splitlines()}
     assert rows["tv"][2] == "exponent: float = 2.0"
-    assert rows["mean-color"][2] == "power: float = 2.0"
+    assert rows["mean-color"][2] == "power: float >= 0.5 <= 4 = 2.0"  # the example plug-in's Params
     assert rows["mrf"][2].startswith("scale: float = 1.0, patch_size: int = 3")
 
 
