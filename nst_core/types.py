@@ -55,6 +55,9 @@ class Targets:
     ``content_image`` is ``(1, 3, H, W)``; ``style_images`` are ``(1, 3, Hs, Ws)``, all in [0, 1].
     ``masks`` has one entry per style: ``None`` (the style applies everywhere) or a
     ``(1, 1, H, W)`` mask in [0, 1] at the content's size saying where it applies.
+    ``guides`` holds the caller's extra tensors (``stylize(..., guides={name: tensor})``), each
+    ``(1, C, H, W)`` at the content's working size on its device: per-run data a term needs that is
+    not an image role (a video's warped previous frame and its reliability mask).
     """
 
     layers: tuple[str, ...]
@@ -65,6 +68,7 @@ class Targets:
     style_images: tuple[Tensor, ...]
     channels: Mapping[str, int] = field(default_factory=dict)
     masks: tuple[Tensor | None, ...] = ()
+    guides: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 class LossTerm:

@@ -1,8 +1,9 @@
 """``nst run``: stylise one image. Validates everything cheap first, then calls nst_core.stylize.
 
 Order: plug-ins, the run record (``--from-record``), settings (record < preset < config file <
-command line), inputs, output path, input images and masks, device, names and layers (the
-engine's ``plan_run``), seed, the resume file (``--resume``); then the ``start`` event, the run,
+command line), inputs, output path, input images and masks, then the engine's plan (device,
+precision, names and layers, seed, sizes, memory: :func:`nst_core.plan`), the resume file
+(``--resume``); then the ``start`` event (which prints the plan), the run (:func:`nst_core.run`),
 the output file with its run record and the ``done`` event. A user error stops before anything is
 written; Ctrl-C / SIGTERM stop the run and the best image so far is saved (and, with
 ``--checkpoint-every`` or ``--resume``, where it stopped: :mod:`nst_cli.resume_file`).
@@ -14,17 +15,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 import os
 from pathlib import Path
-import secrets
 from typing import Annotated, Any
 
 from torch import Tensor
 import typer
 
 import nst_core
-from nst_core import NSTError, Progress, Registries, StyleConfig, StyleResult
-from nst_core.engine import plan_run, scale_sizes, working_shape
+from nst_core import NSTError, Progress, RunPlan, StyleConfig, StyleResult
 from nst_core.errors import ConfigError, ImageError
-from nst_core.precision import resolve_precision
 from nst_core.image import FORMATS, LoadedImage
 from nst_core.resume import resume_path
 
@@ -62,13 +60,6 @@ def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, 
                                   f"path")
 
 
-def planned_sizes(config: StyleConfig, image: LoadedImage) -> tuple[tuple[int, int], ...]:
-    """The working ``(width, height)`` of each scale, computed as :func:`nst_core.stylize` does."""
-    height, width = image.rgb.shape[-2:]
-    sides = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
-    return tuple((w, h) for h, w in (working_shape(height, width, side) for side in sides))
-
-
 def intermediate_path(output: Path, step: int) -> Path:
     """``out.png`` -> ``out.step50.png``."""
     return output.with_name(f"{output.stem}.step{step}{output.suffix}")
@@ -84,7 +75,8 @@ class Job:
     settings: RunSettings
     masks: tuple[Path | None, ...] | None
     """One per style (None: the whole image), or None: no masks."""
-    registries: Registries
+    plan: RunPlan
+    """The engine's decisions (device, precision, seed, sizes, memory), printed before the run."""
     info: RunInfo
     alpha: Tensor | None
     """The content's alpha (or None), put back on intermediate images."""
@@ -164,23 +156,24 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
     notes = tuple(note for image in images for note in image.notes)
     for note in notes:
         reporter.warning(note)
-    device = nst_core.resolve_device(config.device)
-    config = config.replace(precision=resolve_precision(config.precision, device))  # the record says what ran
-    settings = replace(settings, config=config)
-    plan_run(config, registries)  # every name and layer (and the backbone's weights), before the start event
     state = resume_file.state if resume_file is not None else None
-    if config.seed is None:
-        config = config.replace(seed=state.seed if state is not None else secrets.randbelow(2**31))
-        settings = replace(settings, config=config)
-    sizes = planned_sizes(config, images[0])
+    if config.seed is None and state is not None:
+        config = config.replace(seed=state.seed)
+    plan = nst_core.plan(content, list(styles), config, registries=registries, init_image=settings.init_image,
+                         style_masks=None if masks is None else list(masks))
+    settings = replace(settings, config=plan.config)  # the record says what ran: precision and seed
+    for note in plan.notes:
+        if note not in notes:
+            reporter.warning(note)
     if resume_file is not None:
         init = images[1 + len(styles)] if settings.init_image else None
-        resume_file.check(config, images[:1 + len(styles)], mask_images, init, sizes)
-    info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
-                   precision=config.precision, seed=config.seed, sizes=sizes, total=config.steps * len(sizes),
-                   resumed=state.step if state is not None else 0,
+        resume_file.check(plan.config, images[:1 + len(styles)], mask_images, init, plan.sizes)
+    info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__,
+                   device=str(plan.device), precision=plan.config.precision, seed=plan.seed, sizes=plan.sizes,
+                   total=plan.total_steps, resumed=state.step if state is not None else 0,
                    resume_file=resume_file.path if state is not None else None)
-    return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes, resume_file)
+    return Job(content, styles, output, settings, masks, plan, info, images[0].alpha, (*notes, *plan.notes),
+               resume_file)
 
 
 def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, int]:
@@ -201,11 +194,8 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
             job.resume.on_progress(progress, reporter)
 
     reporter.start(job.info)
-    result = nst_core.stylize(job.content, list(job.styles), job.settings.config, registries=job.registries,
-                              init_image=job.settings.init_image,
-                              style_masks=None if job.masks is None else list(job.masks),
-                              on_progress=on_progress, should_stop=stop,
-                              resume=job.resume.state if job.resume is not None else None)
+    result = nst_core.run(job.plan, on_progress=on_progress, should_stop=stop,
+                          resume=job.resume.state if job.resume is not None else None)
     for note in result.notes:
         if note not in job.notes:
             reporter.warning(note)
