@@ -54,7 +54,7 @@ def as_sources(styles: ImageSource | Sequence[ImageSource]) -> list[ImageSource]
         if not styles:
             raise ConfigError("at least one style image is needed")
         return list(styles)
-    return [styles]
+    return [styles]  # type: ignore[list-item]  # one source: not a list or tuple
 
 
 def mask_tensor(loaded: LoadedImage, height: int, width: int) -> Tensor:
@@ -135,7 +135,7 @@ def finish_image(x: Tensor, inputs: RunInputs, config: StyleConfig, out_h: int, 
     if config.preserve_color == "luminance":
         image = with_chroma_of(image, original)
     if any(m is not None for m in inputs.masks):
-        region = sum(resize(m, out_h, out_w) if m is not None else torch.ones(1, 1, out_h, out_w)
-                     for m in inputs.masks).clamp(0, 1)
+        region = torch.stack([resize(m, out_h, out_w) if m is not None else torch.ones(1, 1, out_h, out_w)
+                              for m in inputs.masks]).sum(dim=0).clamp(0, 1)
         image = original + region * (image - original)
     return image

@@ -136,6 +136,7 @@ class PixelLBFGS:
         else:
             y = g - self._last_grad
             s = self._last_step
+            assert s is not None, "a last step is kept with every last gradient"
             ys = torch.dot(y, s)
             yy = torch.dot(y, y)
             ok = ys > 1e-10 * yy.sqrt() * s.norm()
@@ -143,6 +144,7 @@ class PixelLBFGS:
             k = self._slot(n)
             okf = ok.to(g.dtype)
             buf = self._buffer
+            assert buf is not None, "_slot allocates the buffer"
             torch.mul(s, okf, out=buf[0, k])
             torch.mul(y, okf, out=buf[1, k])
             self._ok[k] = okf.double()
@@ -161,7 +163,9 @@ class PixelLBFGS:
 
     def _direction(self, g: Tensor, st_g: Tensor, yt_g: Tensor) -> Tensor:
         """−lr · H g with H the L-BFGS inverse Hessian (compact form, H0 = γI)."""
-        m, cap = self._count, self._buffer.shape[1]
+        buf = self._buffer
+        assert buf is not None, "called after the first pair arrived"
+        m, cap = self._count, buf.shape[1]
         oldest = (self._next - m) % self.history
         order = (torch.arange(m, device=g.device) + oldest) % self.history  # chronological slots
         sy = self._sy[order][:, order]
@@ -178,7 +182,7 @@ class PixelLBFGS:
         coef = torch.zeros(2 * cap, dtype=torch.float64, device=g.device)
         coef[order] = top  # along S
         coef[order + cap] = -gamma * w  # along Y
-        hg = torch.addmv(g * self._gamma, self._buffer.view(2 * cap, -1).t(), coef.to(g.dtype))
+        hg = torch.addmv(g * self._gamma, buf.view(2 * cap, -1).t(), coef.to(g.dtype))
         return hg.mul_(-self.lr)
 
 

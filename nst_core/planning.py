@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -135,12 +135,13 @@ class Model:
 def _build_backbone(config: StyleConfig, registries: Registries) -> Backbone:
     entry = registries.backbones.entry(config.backbone)
     try:
-        return entry.obj(pooling=config.pooling)
+        backbone = entry.obj(pooling=config.pooling)
     except NSTError:
         raise
     except Exception as exc:
         raise PluginError(f"backbone {config.backbone!r} from {plugin_label(entry)} failed to "
                           f"load: {one_line(exc)}") from exc
+    return cast(Backbone, backbone)
 
 
 def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, info: LayerInfo) -> BoundTerm:
@@ -177,7 +178,7 @@ def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, in
         schedule = registries.schedules.get(spec.schedule or "uniform")
         if not schedule.varies:
             fixed = schedule(layers, info.channels, 0.0)
-    return BoundTerm(spec.name, plugin_label(entry), spec.weight, layers, schedule, fixed, term)
+    return BoundTerm(spec.name, plugin_label(entry), spec.weight, layers, schedule, fixed, cast(LossTerm, term))
 
 
 def _term_layers(spec: LossSpec, term: Any, role: str, info: LayerInfo) -> tuple[str, ...]:

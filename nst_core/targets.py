@@ -40,7 +40,7 @@ def bind_targets(terms: Sequence[BoundTerm], backbone: Backbone, layers: Sequenc
     content_feats = backbone_features(backbone, content, layers, precision, grad=False)
     style_tensors, style_feats = [], []
     for style in styles:
-        sh, sw = working_shape(*style.shape[-2:], max(16, round(max(h, w) * style_scale)))
+        sh, sw = working_shape(style.shape[-2], style.shape[-1], max(16, round(max(h, w) * style_scale)))
         s = resize(style, sh, sw).to(device)
         style_tensors.append(s)
         style_feats.append(backbone_features(backbone, s, layers, precision, grad=False))
