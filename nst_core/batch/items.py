@@ -52,6 +52,30 @@ def item_key(digests: Mapping[str, str | None], config: StyleConfig, extension: 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def input_digests(content: str | None, styles: Sequence[str | None], masks: Sequence[str | None] | None,
+                  init: str | None) -> dict[str, str | None]:
+    """The inputs' sha256 by role, as :func:`item_key` and :func:`item_seed` take them: ``content``,
+    ``style0``..., ``mask0``... (only with masks; None where a style has no mask), ``init`` (only
+    with a starting image). None for a digest that is not known (an unreadable file)."""
+    digests: dict[str, str | None] = {"content": content}
+    for i, style in enumerate(styles):
+        digests[f"style{i}"] = style
+    for i, mask in enumerate(masks or ()):
+        digests[f"mask{i}"] = mask
+    if init is not None:
+        digests["init"] = init
+    return digests
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, hex, read in chunks (raises OSError)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def item_seed(digests: Mapping[str, str | None]) -> int:
     """A seed in [0, 2**31) from the inputs' sha256: an item without a seed gets the same one in
     every batch, so a rerun repeats (and can skip) it."""
@@ -99,14 +123,9 @@ class BatchItem:
     @property
     def digests(self) -> dict[str, str | None]:
         """sha256 of every input image, by role (see :func:`item_key`)."""
-        digests: dict[str, str | None] = {"content": self.content.digest}
-        for i, style in enumerate(self.styles):
-            digests[f"style{i}"] = style.digest
-        for i, mask in enumerate(self.masks or ()):
-            digests[f"mask{i}"] = None if mask is None else mask.digest
-        if self.init is not None:
-            digests["init"] = self.init.digest
-        return digests
+        return input_digests(self.content.digest, [s.digest for s in self.styles],
+                             None if self.masks is None else [None if m is None else m.digest for m in self.masks],
+                             None if self.init is None else self.init.digest)
 
     @functools.cached_property
     def key(self) -> str:
