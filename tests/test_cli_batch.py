@@ -12,6 +12,7 @@ from pathlib import Path
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 
 from PIL import Image
@@ -275,3 +276,16 @@ def test_ctrl_c_keeps_what_finished_and_the_same_command_goes_on(tmp_path):
     for line in summary(out):
         last[line["item"]] = line["status"]
     assert set(last.values()) == {"done"} and len(last) == 3
+
+
+def test_without_ray_installed_ray_says_how_to_install_it_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "nst_core.batch.ray_executor", raising=False)
+    result = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", tmp_path / "out", *FAST, "--ray")
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()[-1:]
+    assert line.startswith("nst: error: ") and "pip install 'nst-core[ray]'" in line
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    local_only = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", tmp_path / "out", *FAST,
+                     "--cpus-per-worker", "2")
+    assert local_only.exit_code == 1 and "--cpus-per-worker is for Ray" in local_only.stderr

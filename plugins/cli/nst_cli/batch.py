@@ -238,14 +238,14 @@ def run_jobs(jobs: Sequence[BatchJob], outdir: Path, make_executor: Callable[[],
     keys = {job.id: job_key(job, digests) for job in jobs}
     todo = [job for job in jobs if force or not is_done(job, keys[job.id], summary_lines)]
     shared = check_shared_inputs(todo)
-    outdir.mkdir(parents=True, exist_ok=True)
     summary = Summary(outdir)
     tally = BatchTally(skipped=len(jobs) - len(todo), total=len(jobs), summary=summary.path)
     if not todo:
         reporter.begin(BatchInfo(total=len(jobs), todo=0, skipped=tally.skipped, outdir=outdir, workers="no workers"))
         reporter.end(tally)
         return tally, exit_codes.OK
-    with make_executor() as executor:
+    with make_executor() as executor:  # a cluster that cannot be reached stops here, before OUTDIR is made
+        outdir.mkdir(parents=True, exist_ok=True)
         reporter.begin(BatchInfo(total=len(jobs), todo=len(todo), skipped=tally.skipped, outdir=outdir,
                                  workers=executor.describe()))
         _run(todo, shared, executor, reporter, stop, summary, tally, keys)
