@@ -113,6 +113,8 @@ def main() -> None:
         contents_dir = work / "contents"
         contents, style = make_inputs(contents_dir, args.images, args.size)
         settings = ["--size", str(args.size), "--steps", str(args.steps), "--scales", "1", "--seed", "1"]
+        single = single_stylize(contents[0], style, args.size, args.steps)  # the engine alone, before any contestant
+        load = os.getloadavg()[0]
         rows: dict[str, tuple[str, float, str]] = {}
         per_item: dict[str, float] = {}
         for name in args.contestants:
@@ -145,7 +147,7 @@ def main() -> None:
                 per_item[name] = statistics.median(seconds)
                 rows[name] = (label, wall, workers)
             print(f"{name}: {rows[name][1]:.1f} s", file=sys.stderr, flush=True)
-        single = single_stylize(contents[0], style, args.size, args.steps)
+        load = max(load, os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -154,16 +156,19 @@ def main() -> None:
     command = "python benchmarks/bench_batch.py " + " ".join(sys.argv[1:])
     lines = [f"`{command.strip()}` on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"torch {torch.__version__}, {datetime.date.today()}: {args.images} images of {args.size} px, "
-             f"{args.steps} steps, one scale, CPU. One in-process `stylize()` of one image: {single:.2f} s.",
+             f"{args.steps} steps, one scale, CPU, load average up to {load:.1f}. One in-process `stylize()` of one "
+             f"image after a warm-up: {single:.2f} s.",
              "",
              "| contestant | workers | wall s | images/min | speed-up over separate `nst run` | "
-             "wall ÷ local `nst batch` | per item on its worker (s) |",
+             "wall ÷ local `nst batch` | median s per item on its worker |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, (label, wall, workers) in rows.items():
         rate = args.images / wall * 60
         vs_runs = f"{reference / wall:.2f}" if reference else ""
         vs_local = f"{wall / local:.2f}" if local else ""
-        item = f"{per_item[name]:.2f} ({per_item[name] / single:.2f}× stylize)" if name in per_item else ""
+        item = f"{per_item[name]:.2f}" if name in per_item else ""
+        if name == "batch":  # the same threads as the stylize() above
+            item += f" ({per_item[name] / single:.2f}× stylize)"
         lines.append(f"| {label} | {workers} | {wall:.1f} | {rate:.1f} | {vs_runs} | {vs_local} | {item} |")
     print("\n".join(lines))
     append_markdown(args.out, lines)

@@ -134,3 +134,14 @@ def test_stop_then_the_same_executor_runs_again_on_the_remaining_node(cluster):
         quick = BatchItem("quick", items[0].content, (style,), config.replace(steps=3))
         [again] = run_batch([quick], executor)  # the stop does not stick to the executor
         assert again.status == "done" and again.steps == 3 and read_image(again.data).size == (64, 48)
+
+
+def test_workers_the_cluster_cannot_place_fail_the_items_with_the_reason(cluster):
+    """Two CPUs per actor on a cluster whose nodes have one each: no item waits forever."""
+    item = BatchItem("x", EncodedImage.from_file(EXAMPLES / "tubingen.jpg"), (EncodedImage.from_file(STYLE),),
+                     StyleConfig(size=64, steps=2))
+    with RayExecutor(workers=1, cpus_per_worker=2, stall_timeout=3) as executor:
+        started = time.monotonic()
+        [result] = run_batch([item], executor)
+    assert result.status == "failed" and "no Ray worker was available for 3 s" in result.error
+    assert time.monotonic() - started < 30

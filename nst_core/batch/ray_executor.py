@@ -12,8 +12,10 @@ Faults: actors restart forever (``max_restarts=-1``) but a call is never retried
 front of its queue for the next free actor (``retry`` event) until it ran ``max_attempts``
 times, then it fails with the reason. A lost actor is pinged with backoff (0.5 s doubling to
 8 s) until it is back; one that is dead for good (``ActorDiedError`` on a ping) is replaced by a
-new actor, at most as many times as there are workers. When no actor has come back for
-``stall_timeout`` seconds, the remaining items fail with the reason instead of waiting forever.
+new actor, at most as many times as there are workers. An actor gets items only once it
+answered a ping (it is placed and has loaded nst_core). When no actor has been available for
+``stall_timeout`` seconds (default 5 minutes: a cluster without the resources asked for, or one
+that lost its nodes), the remaining items fail with the reason instead of waiting forever.
 
 Progress and stop: workers push their events (at most two a second per item) to a small
 ``_Progress`` actor on the driver's node, whose answer tells them when to stop.
@@ -138,7 +140,7 @@ class RayExecutor:
     """
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, cpus_per_worker: int = 1,
-                 devices: str = "auto", max_attempts: int = 3, stall_timeout: float = 120.0,
+                 devices: str = "auto", max_attempts: int = 3, stall_timeout: float = 300.0,
                  init_options: dict[str, Any] | None = None) -> None:
         self.ray = import_ray()
         if workers is not None and workers < 1:
@@ -241,11 +243,13 @@ class RayExecutor:
             self._start_actors()
         ray.get(self._progress.reset.remote())
         emit = on_event or (lambda event: None)
-        idle: deque[Any] = deque(self._actors)
+        idle: deque[Any] = deque()
         pending: deque[tuple[BatchItem, int]] = deque()
         inflight: dict[Any, tuple[Any, BatchItem, int]] = {}
         pings: dict[Any, Any] = {}
-        wake: dict[Any, tuple[float, float]] = {}  # actor -> (when to ping it, the next delay)
+        # actor -> (when to ping it, the next delay); an actor gets items once its ping answered, so
+        # one that cannot be placed (resources the cluster does not have) holds no item forever
+        wake: dict[Any, tuple[float, float]] = {actor: (0.0, 0.5) for actor in self._actors}
         finished: set[str] = set()
         replacements, live_since = 0, time.monotonic()
         last_error = ""
