@@ -97,27 +97,27 @@ class RayWorker:
 
     def run(self, item: BatchItem, attempts: int) -> ItemResult:
         buffer: list[ItemEvent] = []
-        state = {"stop": False, "pushed": 0.0}
+        stop, pushed = [False], [0.0]
 
         def push() -> None:
             events = list(buffer)
             buffer.clear()
-            state["pushed"] = time.monotonic()
+            pushed[0] = time.monotonic()
             try:
                 progress = self._ray.get_actor(self.progress_name, namespace=NAMESPACE)
-                state["stop"] = bool(self._ray.get(progress.put.remote(events), timeout=30))
+                stop[0] = bool(self._ray.get(progress.put.remote(events), timeout=30))
             except Exception:  # noqa: BLE001 - progress is best effort; the item goes on
                 pass
 
         def on_event(event: ItemEvent) -> None:
             buffer.append(event)
-            if event.kind == "start" or time.monotonic() - state["pushed"] >= EVENT_INTERVAL:
+            if event.kind == "start" or time.monotonic() - pushed[0] >= EVENT_INTERVAL:
                 push()
 
         def should_stop() -> bool:
-            if time.monotonic() - state["pushed"] >= EVENT_INTERVAL:
+            if time.monotonic() - pushed[0] >= EVENT_INTERVAL:
                 push()
-            return state["stop"]
+            return stop[0]
 
         result = self.worker.run(item, on_event=on_event, should_stop=should_stop, attempts=attempts)
         if buffer:
@@ -195,6 +195,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         if self._progress is None:
+            here: Any
             try:
                 here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             except Exception:  # noqa: BLE001 - Ray Client has no local node

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import nst_core
-from nst_core.batch.items import BatchItem, EncodedImage, ItemEvent, ItemResult, failed, one_line
+from nst_core.batch.items import BatchItem, EncodedImage, ItemEvent, ItemResult, ItemStatus, failed, one_line
 from nst_core.config import StyleConfig
 from nst_core.errors import NSTError
 from nst_core.image import LoadedImage
@@ -123,7 +123,7 @@ class Worker:
             path = Path(directory) / f"out{item.extension}"
             result.save(path, record=record or False)
             data = path.read_bytes()
-        status = "done" if result.status == "finished" else "stopped"
+        status: ItemStatus = "done" if result.status == "finished" else "stopped"
         return ItemResult(item.id, status, data=data, extension=item.extension, record=record, seconds=seconds,
                           loss=result.loss, steps=result.steps, attempts=attempts, worker=self.name,
                           notes=tuple(dict.fromkeys(one_line(n) for n in notes)),

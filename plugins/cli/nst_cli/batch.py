@@ -127,7 +127,7 @@ def plan_jobs(inputs: Sequence[str], styles: Sequence[Path], outdir: Path, *, co
     for content in contents:
         if grid:
             for i, style in enumerate(styles):
-                masks = None if base.masks is None else (base.masks[i],)
+                masks: tuple[Path | None, ...] | None = None if base.masks is None else (base.masks[i],)
                 add(content.path, content.rel, (style,), masks, base, template)
         else:
             add(content.path, content.rel, tuple(styles), base.masks, base, template)
@@ -142,9 +142,9 @@ def plan_jobs(inputs: Sequence[str], styles: Sequence[Path], outdir: Path, *, co
         combo = row.styles or tuple(styles)
         if not combo:
             raise ConfigError(f"{row.where}: no style (give a \"styles\" column or --style)")
-        masks = row.masks if row.masks is not None else settings.masks
-        _check_settings(settings, combo, masks, row.where)
-        add(row.content, row.content.with_suffix("").name, tuple(combo), masks, settings, row.name or template)
+        row_masks = row.masks if row.masks is not None else settings.masks
+        _check_settings(settings, combo, row_masks, row.where)
+        add(row.content, row.content.with_suffix("").name, tuple(combo), row_masks, settings, row.name or template)
     check_collisions(jobs, template)
     return jobs
 

@@ -147,19 +147,23 @@ class ManifestRow:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _paths(value: Any, where: str, base: Path, *, allow_none: bool = False) -> tuple[Path | None, ...]:
+def _texts(value: Any, where: str) -> list[str]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(LIST_SEPARATOR)] if LIST_SEPARATOR in value else [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{where}: expected a path or a list of paths, got {value!r}")
-    result = []
-    for text in value:
-        if allow_none and text.strip().lower() == options.MASK_NONE:
-            result.append(None)
-        else:
-            path = Path(text)
-            result.append(path if path.is_absolute() else base / path)
-    return tuple(result)
+    return value
+
+
+def _paths(value: Any, where: str, base: Path) -> tuple[Path, ...]:
+    """One path or several (a list, or ``a;b`` in CSV), relative to ``base``."""
+    return tuple(Path(text) if Path(text).is_absolute() else base / text for text in _texts(value, where))
+
+
+def _mask_paths(value: Any, where: str, base: Path) -> tuple[Path | None, ...]:
+    """Like :func:`_paths`; ``none`` is None (that style applies everywhere)."""
+    return tuple(None if text.strip().lower() == options.MASK_NONE else
+                 Path(text) if Path(text).is_absolute() else base / text for text in _texts(value, where))
 
 
 def _row(raw: Mapping[str, Any], where: str, base: Path) -> ManifestRow:
@@ -180,7 +184,7 @@ def _row(raw: Mapping[str, Any], where: str, base: Path) -> ManifestRow:
         settings.pop(key, None)
     return ManifestRow(where, content,
                        None if style_value is None else _paths(style_value, f"{where} styles", base),
-                       None if mask_value is None else _paths(mask_value, f"{where} masks", base, allow_none=True),
+                       None if mask_value is None else _mask_paths(mask_value, f"{where} masks", base),
                        name, settings)
 
 

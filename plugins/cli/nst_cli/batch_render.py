@@ -174,7 +174,7 @@ class BatchRichReporter(BatchReporter):
         self._console = Console(stderr=True, highlight=False)
         self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), console=self._console)
-        self._overall = None
+        self._overall: Any = None
         self._items: dict[str, Any] = {}
 
     def _print(self, text: str, style: str = "") -> None:
