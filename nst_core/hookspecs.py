@@ -21,7 +21,7 @@ __all__ = [
     "nst_register_flow_estimators",
 ]
 
-HOOK_API_VERSION = (1, 0)
+HOOK_API_VERSION = (1, 1)
 """The version of the plug-in contract: these hooks, ``register``'s signature and the types of
 :mod:`nst_core.types` (what the engine calls and checks). ``(major, minor)``: a minor release
 only adds (a hook, an optional field with a default); a major one may change or remove, and is
