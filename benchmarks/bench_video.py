@@ -18,8 +18,7 @@ every frame by the shared evaluator (``benchmarks/evaluator.py``, the frame's ow
 total optimizer steps, and seconds per frame (flow included) against a still image (one frame
 stylized alone with ``--steps``).
 
-    .venv/bin/python benchmarks/bench_video.py --size 128 --frames 6 --steps 40 --next-steps 20 40 \\
-        --weights 20 200 2000
+    .venv/bin/python benchmarks/bench_video.py --size 128 --frames 6 --steps 24 --pairs 12:50 12:500 24:500
 """
 
 from __future__ import annotations
@@ -65,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="steps of frame 0 and of every frame-by-frame frame")
     parser.add_argument("--next-steps", type=int, nargs="+", default=[20], help="steps of the chain's later frames")
     parser.add_argument("--weights", type=float, nargs="+", default=[200.0], help="temporal weights (x J)")
+    parser.add_argument("--pairs", nargs="*", default=[], metavar="STEPS:WEIGHT",
+                        help="temporal runs as next-steps:weight pairs (instead of every --next-steps x --weights)")
     parser.add_argument("--long-term", type=int, nargs="*", default=[], help="also a run with these (e.g. 2 4)")
     parser.add_argument("--metric-flow", default="farneback",
                         help="flow of the warping error (not the chain's DIS, so the chain is not judged by its own flow)")
@@ -97,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     still_s = time.perf_counter() - t0
 
     runs: list[tuple[str, int | None, float | None, tuple[int, ...], dict]] = [("frame-by-frame", None, None, (), {})]
-    for next_steps in args.next_steps:
-        for weight in args.weights:
-            runs.append(("temporal", next_steps, weight, (), {}))
+    pairs = [(int(a), float(b)) for a, b in (p.split(":") for p in args.pairs)] if args.pairs else \
+        [(n, w) for n in args.next_steps for w in args.weights]
+    for next_steps, weight in pairs:
+        runs.append(("temporal", next_steps, weight, (), {}))
     if args.long_term:
         runs.append(("temporal", args.next_steps[0], args.weights[0], tuple(args.long_term), {}))
     rows = []
