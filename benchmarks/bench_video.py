@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="temporal runs as next-steps:weight pairs (instead of every --next-steps x --weights)")
     parser.add_argument("--long-term", type=int, nargs="*", default=[], help="also a run with these (e.g. 2 4)")
     parser.add_argument("--metric-flow", default="farneback",
-                        help="flow of the warping error (not the chain's DIS, so the chain is not judged by its own flow)")
+                        help="flow of the warping error (not the chain's DIS: the chain is not judged by its own flow)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--workdir", default=None)

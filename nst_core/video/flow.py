@@ -45,8 +45,9 @@ class DISFlow:
     """OpenCV's Dense Inverse Search flow at a preset (``"medium"`` default; ``"fast"``,
     ``"ultrafast"``). Returns ``(H, W, 2)`` float32 (dx, dy) with ``a(x) ≈ b(x + flow(x))``."""
 
-    PRESETS: ClassVar[dict[str, str]] = {"ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST", "fast": "DISOPTICAL_FLOW_PRESET_FAST",
-               "medium": "DISOPTICAL_FLOW_PRESET_MEDIUM"}
+    PRESETS: ClassVar[dict[str, str]] = {
+        "ultrafast": "DISOPTICAL_FLOW_PRESET_ULTRAFAST", "fast": "DISOPTICAL_FLOW_PRESET_FAST",
+        "medium": "DISOPTICAL_FLOW_PRESET_MEDIUM"}
 
     def __init__(self, preset: str = "medium") -> None:
         cv2 = require_cv2()

@@ -318,17 +318,84 @@ def open_video(source: str | os.PathLike, *, start: float = 0.0, duration: float
     return _open_container(text, start, duration, every, limit)
 
 
+_WHAT = "give an mp4, mov, webm, mkv or gif file (or a folder of images)"
+
+
+def _check_declared(label: str, container: Any, stream: Any, rate: float, start: float, duration: float | None,
+                    every: int, limit: int) -> None:
+    """Refuse a declared length over ``limit`` frames for the piece, before reading any packet: a
+    lying header must not make us demux for hours."""
+    time_base = stream.time_base
+    declared_s = 0.0
+    if stream.duration and time_base:
+        declared_s = float(stream.duration * time_base)
+    elif container.duration:
+        declared_s = container.duration / 1_000_000
+    piece_s = max(0.0, declared_s - start) if duration is None else min(duration, max(0.0, declared_s - start))
+    declared = max(float(stream.frames or 0) * (piece_s / declared_s if declared_s else 1.0), piece_s * rate)
+    if declared / every > limit:
+        raise _too_long(label, declared / every, rate / every if rate else 0.0, limit)
+
+
+def _demux_pts(av: Any, label: str, container: Any, stream: Any, rate: float, start: float, every: int,
+               limit: int, notes: list[str]) -> list[int]:
+    """The presentation timestamps of every video packet, sorted (no decoding)."""
+    source_pts: list[int] = []
+    cap = (limit + 1) * every + int(start * max(rate, 1.0)) + 1000
+    try:
+        for packet in container.demux(stream):
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is None:
+                continue
+            source_pts.append(pts)
+            if len(source_pts) > cap:
+                raise _too_long(label, len(source_pts), rate, limit)
+    except av.FFmpegError as exc:
+        if not source_pts:
+            raise VideoError(f"{label}: not a video FFmpeg can read ({_one_line(exc)}); {_WHAT}") from None
+        notes.append(f"{label}: reading stopped early ({_one_line(exc)}); the frames before it are used")
+    return sorted(set(source_pts))
+
+
+def _probe(av: Any, label: str, container: Any, stream: Any, codec_name: str,
+           notes: list[str]) -> tuple[int, int, int]:
+    """Decode the first frame (an unreadable codec or damaged data fails here, not later):
+    ``(upright width, upright height, rotation)``."""
+    container.seek(0)
+    probe = None
+    try:
+        for frame in container.decode(stream):
+            probe = frame
+            break
+    except av.FFmpegError as exc:
+        raise VideoError(f"{label}: its {codec_name} video cannot be decoded ({_one_line(exc)}); convert it, "
+                         f"e.g. ffmpeg -i {label} -c:v libx264 out.mp4") from None
+    if probe is None:
+        raise VideoError(f"{label}: has no decodable video frames; {_WHAT}")
+    rotation = _rotation_of(probe, notes, label)
+    width, height = probe.width, probe.height
+    return (height, width, rotation) if rotation in (90, 270) else (width, height, rotation)
+
+
+def _audio_info(container: Any) -> AudioInfo | None:
+    if not container.streams.audio:
+        return None
+    a = container.streams.audio[0]
+    cc = a.codec_context
+    return AudioInfo(index=a.index, codec=getattr(cc, "name", "?"), sample_rate=int(a.sample_rate or 0),
+                     channels=int(getattr(cc, "channels", 0) or 0))
+
+
 def _open_container(label: str, start: float, duration: float | None, every: int, limit: int) -> VideoReader:
     av = require_av()
-    what = "give an mp4, mov, webm, mkv or gif file (or a folder of images)"
     try:
         container = av.open(label, metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoError(f"{label}: not a video FFmpeg can read ({_one_line(exc)}); {what}") from None
+        raise VideoError(f"{label}: not a video FFmpeg can read ({_one_line(exc)}); {_WHAT}") from None
     notes: list[str] = []
     with container:
         if not container.streams.video:
-            raise VideoError(f"{label}: has no video stream; {what}")
+            raise VideoError(f"{label}: has no video stream; {_WHAT}")
         stream = container.streams.video[0]
         codec_name = getattr(stream.codec_context, "name", None) if stream.codec_context is not None else None
         if not codec_name or codec_name == "none":
@@ -336,35 +403,11 @@ def _open_container(label: str, start: float, duration: float | None, every: int
                              f"e.g. ffmpeg -i {label} -c:v libx264 out.mp4")
         time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
         rate = max(float(stream.average_rate or 0), float(stream.base_rate or 0), float(stream.guessed_rate or 0))
-        # the declared length, before reading any packet: a lying header must not make us demux for hours
-        declared_s = 0.0
-        if stream.duration:
-            declared_s = float(stream.duration * time_base)
-        elif container.duration:
-            declared_s = container.duration / 1_000_000
-        piece_s = max(0.0, declared_s - start) if duration is None else min(duration, max(0.0, declared_s - start))
-        declared = max(float(stream.frames or 0) * (piece_s / declared_s if declared_s else 1.0), piece_s * rate)
-        if declared / every > limit:
-            raise _too_long(label, declared / every, rate / every if rate else 0.0, limit)
-        source_pts: list[int] = []
-        try:
-            for packet in container.demux(stream):
-                pts = packet.pts if packet.pts is not None else packet.dts
-                if pts is None:
-                    continue
-                source_pts.append(pts)
-                if len(source_pts) > (limit + 1) * every + int(start * max(rate, 1.0)) + 1000:
-                    raise _too_long(label, len(source_pts), rate, limit)
-        except av.FFmpegError as exc:
-            if not source_pts:
-                raise VideoError(f"{label}: not a video FFmpeg can read ({_one_line(exc)}); {what}") from None
-            notes.append(f"{label}: reading stopped early ({_one_line(exc)}); the frames before it are used")
-        source_pts.sort()
-        source_pts = list(dict.fromkeys(source_pts))
+        _check_declared(label, container, stream, rate, start, duration, every, limit)
+        source_pts = _demux_pts(av, label, container, stream, rate, start, every, limit, notes)
         if not source_pts:
-            raise VideoError(f"{label}: has no video frames; {what}")
-        first = source_pts[0]
-        times = [float((p - first) * time_base) for p in source_pts]
+            raise VideoError(f"{label}: has no video frames; {_WHAT}")
+        times = [float((p - source_pts[0]) * time_base) for p in source_pts]
         chosen = select_frames(times, start, duration, every)
         if not chosen:
             raise VideoError(f"{label}: no frame between {start:g} s and "
@@ -372,28 +415,8 @@ def _open_container(label: str, start: float, duration: float | None, every: int
                              f"{times[-1] + (1 / rate if rate else 0):.2f} s long); choose another start")
         if len(chosen) > limit:
             raise _too_long(label, len(chosen), rate / every if rate else 0.0, limit)
-        # decode the first selected frame: an unreadable codec or damaged data fails here, not later
-        container.seek(0)
-        probe = None
-        try:
-            for frame in container.decode(stream):
-                probe = frame
-                break
-        except av.FFmpegError as exc:
-            raise VideoError(f"{label}: its {codec_name} video cannot be decoded ({_one_line(exc)}); convert it, "
-                             f"e.g. ffmpeg -i {label} -c:v libx264 out.mp4") from None
-        if probe is None:
-            raise VideoError(f"{label}: has no decodable video frames; {what}")
-        rotation = _rotation_of(probe, notes, label)
-        width, height = probe.width, probe.height
-        if rotation in (90, 270):
-            width, height = height, width
-        audio = None
-        if container.streams.audio:
-            a = container.streams.audio[0]
-            cc = a.codec_context
-            audio = AudioInfo(index=a.index, codec=getattr(cc, "name", "?"), sample_rate=int(a.sample_rate or 0),
-                              channels=int(getattr(cc, "channels", 0) or 0))
+        width, height, rotation = _probe(av, label, container, stream, codec_name, notes)
+        audio = _audio_info(container)
     selected = tuple(source_pts[i] for i in chosen)
     base = selected[0]
     src_fps = Fraction(rate).limit_denominator(1001) if rate else Fraction(24)
