@@ -277,7 +277,7 @@ class _Chain:
 
     def __init__(self, reader: VideoReader, styles: Sequence[ImageSource], config: StyleConfig,
                  options: ChainOptions, frames_dir: Path, *, registries: Registries, model: Any,
-                 estimator: FlowEstimator, on_progress: Callable[[VideoProgress], None] | None,
+                 estimator: FlowEstimator | None, on_progress: Callable[[VideoProgress], None] | None,
                  should_stop: Callable[[], bool] | None, chain_file: _ChainFile, total: int) -> None:
         self.reader, self.styles, self.config, self.options = reader, list(styles), config, options
         self.frames_dir, self.registries, self.model, self.estimator = frames_dir, registries, model, estimator
@@ -291,7 +291,7 @@ class _Chain:
         self.done = 0
 
     # ---- progress
-    def _report(self, kind: str, frame: int, step: Progress | None = None, cut: bool = False) -> None:
+    def _report(self, kind: Literal["step", "frame"], frame: int, step: Progress | None = None, cut: bool = False) -> None:
         if self.on_progress is None:
             return
         elapsed = time.perf_counter() - self.started
@@ -311,6 +311,7 @@ class _Chain:
                                 should_stop=self.should_stop, **kwargs)
 
     def _flow(self, a: Tensor, b: Tensor) -> Tensor:
+        assert self.estimator is not None, "a temporal chain has a flow estimator"
         return estimate_flow(self.estimator, a, b)
 
     # ---- one frame
@@ -413,7 +414,7 @@ class _Chain:
                     reference = self.chain_file.reference(index)
                 else:
                     image, record = self._temporal(index, content, history, reference, backward, mask, fraction)
-            if image is None:
+            if image is None or record is None:
                 self.stopped = True
                 return
             image = _quantize(image)
@@ -502,7 +503,8 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
     reader = source if isinstance(source, VideoReader) else open_video(
         source, start=start, duration=duration, every=every, fps=fps, max_frames=max_frames)
     # decoded once here, not once per frame
-    style_list = [read_image(s).rgb for s in (styles if isinstance(styles, (list, tuple)) else [styles])]
+    sources: Sequence[ImageSource] = styles if isinstance(styles, (list, tuple)) else [styles]  # type: ignore[list-item]
+    style_list = [read_image(s).rgb for s in sources]
     registries = registries or collect_registries()
     estimator = get_flow_estimator(flow, registries) if temporal else None
     _check_output(output, codec)

@@ -573,6 +573,7 @@ def write_video(frames: Iterable[Tensor], path: str | os.PathLike, *, timing: Vi
     time_base = timing.time_base if timing is not None else 1 / rate
     pts_list = timing.pts if timing is not None else None
     rotation = timing.rotation if timing is not None else 0
+    temporary: Path | None = None
     try:
         fd, temporary = _open_temporary(folder, target.name)
         os.close(fd)
@@ -615,7 +616,7 @@ def _encode(av: Any, frames: Iterable[Tensor], temporary: Path, fmt: str, codec:
             image = _coded(image if image.dim() == 4 else image[None], rotation)
             if stream is None:
                 stream = _video_stream(av, out, codec, rate, time_base, image, crf, rotation, notes)
-                if wants_audio:  # every stream must exist before the first packet is written
+                if wants_audio and audio_from is not None:  # every stream must exist before the first packet
                     audio = _AudioCopy(av, out, audio_from, fmt, suffix, notes)
             if stream.pix_fmt.startswith("yuv420"):
                 image = _pad_even(image)
@@ -731,7 +732,8 @@ class _AudioCopy:
             else:
                 self._transcode()
         except self.av.FFmpegError as exc:
-            raise VideoError(f"the {self.info.audio.codec} audio could not be written ({_one_line(exc)}); write "
+            codec = self.info.audio.codec if self.info.audio is not None else "source's"
+            raise VideoError(f"the {codec} audio could not be written ({_one_line(exc)}); write "
                              f".mkv (takes most audio) or pass copy_audio=False") from None
         finally:
             self.source.close()
@@ -752,6 +754,7 @@ class _AudioCopy:
             self.out.mux(packet)
 
     def _transcode(self) -> None:
+        assert self.resampler is not None and self.stream is not None
         for frame in self.source.decode(self.a_in):
             if frame.time is None or frame.time < self.origin - 1e-6 or frame.time >= self.end:
                 continue

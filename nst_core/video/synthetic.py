@@ -65,7 +65,7 @@ def texture_clip(frames: int = 5, height: int = 96, width: int = 128, *, backgro
     out_frames: list[Tensor] = []
     flows: list[Tensor | None] = [None]
     holes: list[Tensor | None] = [None]
-    covered_prev = None
+    covered_prev = torch.zeros(height, width, dtype=torch.bool)
     for t in range(frames):
         # the background at frame t shows canvas(x - t * v): it moves by v per frame
         top, left = margin_y - t * by, margin_x - t * bx
@@ -162,7 +162,7 @@ def write_clip(frames: list[Tensor], path: str, *, fps: int = 24, tone: float | 
                 out.mux(packet)
         for packet in video.encode():
             out.mux(packet)
-        if audio is not None:
+        if audio is not None and tone is not None:
             total = int(48000 * len(frames) / fps)
             for start in range(0, total, 1024):
                 n = min(1024, total - start)
