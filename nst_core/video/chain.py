@@ -291,7 +291,8 @@ class _Chain:
         self.done = 0
 
     # ---- progress
-    def _report(self, kind: Literal["step", "frame"], frame: int, step: Progress | None = None, cut: bool = False) -> None:
+    def _report(self, kind: Literal["step", "frame"], frame: int, step: Progress | None = None,
+                cut: bool = False) -> None:
         if self.on_progress is None:
             return
         elapsed = time.perf_counter() - self.started
