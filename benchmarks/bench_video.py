@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import nst_core  # noqa: E402
 from benchmarks.common import CONTENT, STYLE, append_markdown  # noqa: E402
 from benchmarks.evaluator import CONTENT_LAYERS, Evaluator  # noqa: E402
-from nst_core.image import read_image, resize  # noqa: E402
+from nst_core.image import read_image, resize, save_image  # noqa: E402
 from nst_core.planning import working_shape  # noqa: E402
 from nst_core.video.chain import frame_path, stylize_video  # noqa: E402
 from nst_core.video.flow import get_flow_estimator  # noqa: E402
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="append the markdown table to this file")
+    parser.add_argument("--sheet", default=None,
+                        help="write the frames side by side (rows: frame-by-frame, then each temporal run) to this image")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nst-bench-video-"))
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_term:
         runs.append(("temporal", args.next_steps[0], args.weights[0], tuple(args.long_term), {}))
     rows = []
+    sheet_rows = []
     for name, next_steps, weight, long_term, _ in runs:
         label = f"{name}-{next_steps}-{weight:g}-{'-'.join(map(str, long_term))}" if weight is not None else name
         out_dir = work / label
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                                first_steps=args.steps, next_steps=next_steps, long_term=long_term, fps=24)
         seconds = time.perf_counter() - t0
         outputs = [read_image(frame_path(out_dir, i)).rgb for i in range(args.frames)]
+        sheet_rows.append(torch.cat(outputs, dim=-1))
         errors = clip_warping_errors(outputs, motion)
         scores = [judge(evaluator, c, o) for c, o in zip(frames, outputs)]
         made = [r for r in result.records if r.mode != "resumed"]
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(str(r['resumed']) for r in rows)}."]
     print("\n".join(lines))
     append_markdown(args.out, lines)
+    if args.sheet:
+        gap = torch.ones(1, 3, 4, sheet_rows[0].shape[-1])
+        save_image(torch.cat([r for row in sheet_rows for r in (row, gap)][:-1], dim=-2), args.sheet, quality=90)
     return 0
 
 
