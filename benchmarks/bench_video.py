@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="append the markdown table to this file")
     parser.add_argument("--sheet", default=None,
-                        help="write the frames side by side (rows: frame-by-frame, then each temporal run) to this image")
+                        help="write the frames side by side (one row per run, frame-by-frame first) to this image")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nst-bench-video-"))
