@@ -220,7 +220,8 @@ def frame_path(frames_dir: str | os.PathLike, index: int) -> Path:
 
 
 def _check_disk(frames_dir: Path, frames: int, shape: tuple[int, int]) -> None:
-    """Refuse (one line) a run whose frames would not fit on the disk: ~1.5 bytes per pixel as PNG."""
+    """Refuse (one line), before anything is written, a run whose ``frames`` missing frames of
+    ``shape`` ``(h, w)`` would not fit on the disk of ``frames_dir``: ~1.5 bytes per pixel as PNG."""
     need = frames * shape[0] * shape[1] * 1.5
     free = shutil.disk_usage(frames_dir).free
     if need > free:
@@ -515,9 +516,10 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
     settings = _settings(reader.info, style_list, config, options.as_dict(config))
     chain_file = _ChainFile(frames_dir, settings)  # other settings in the folder: refused before any work
     model = nst_core.load_model(config, registries=registries)
+    missing = sum(not frame_path(frames_dir, i).exists() for i in range(reader.info.frames))
+    _check_disk(frames_dir if frames_dir.exists() else frames_dir.parent, missing,
+                working_size(reader.info, config.size))
     frames_dir.mkdir(exist_ok=True)
-    shape = working_size(reader.info, config.size)
-    _check_disk(frames_dir, reader.info.frames, shape)
     if not chain_file.path.exists():
         chain_file.save()
     chain = _Chain(reader, style_list, config, options, frames_dir, registries=registries, model=model,
