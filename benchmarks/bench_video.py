@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="append the markdown table to this file")
     parser.add_argument("--sheet", default=None,
-                        help="write the frames side by side (one row per run, frame-by-frame first) to this image")
+                        help="write the frames side by side (rows: the input, then one per run) to this image")
     args = parser.parse_args(argv)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="nst-bench-video-"))
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_term:
         runs.append(("temporal", args.next_steps[0], args.weights[0], tuple(args.long_term), {}))
     rows = []
-    sheet_rows = []
+    sheet_rows = [torch.cat(frames, dim=-1)]  # the input first
     for name, next_steps, weight, long_term, _ in runs:
         label = f"{name}-{next_steps}-{weight:g}-{'-'.join(map(str, long_term))}" if weight is not None else name
         out_dir = work / label
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "warp": statistics.fmean(errors), "warp_max": max(errors),
             "style": statistics.fmean(s.style for s in scores), "J": statistics.fmean(s.total for s in scores),
             "steps": sum(r.steps for r in result.records),
-            "s_frame": (sum(r.seconds for r in made) / len(made)) if made else float("nan"), "wall": seconds,
+            "s_frame": statistics.fmean(r.seconds for r in result.records), "wall": seconds,
             "resumed": len(result.records) - len(made),
         })
     base = rows[0]
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{weight} | {r['warp']:.5f} | {r['warp'] / base['warp']:.2f} | "
             f"{r['style']:.4g} | {r['style'] / base['style']:.2f} | {r['J']:.4g} | {r['steps']} | "
             f"{r['s_frame']:.1f} | {r['s_frame'] / still_s:.2f} |")
-    lines += ["", f"Still image: {still_s:.1f} s for {args.steps} steps. s / frame: mean over the frames a run made "
-              f"(flow, mask and warp included); frames resumed from an earlier call: "
-              f"{', '.join(str(r['resumed']) for r in rows)}."]
+    lines += ["", f"Still image: {still_s:.1f} s for {args.steps} steps. s / frame: mean over the frames (flow, mask "
+              f"and warp included; a frame made by an earlier call of the same command keeps its time, from the "
+              f"frames folder's chain.json); frames resumed that way: {', '.join(str(r['resumed']) for r in rows)}."]
     print("\n".join(lines))
     append_markdown(args.out, lines)
     if args.sheet:

@@ -102,6 +102,7 @@ def test_resume_after_a_stop_makes_every_frame_once_and_matches_an_uninterrupted
     assert sorted(made) == [0, 1, 2] and len(made) == 3  # every frame once
     assert [r.mode for r in second.records] == ["resumed", "temporal", "cut"]
     assert second.scene_cuts == (2,)
+    assert second.records[0].steps == 3 and second.records[0].loss == first.records[0].loss  # kept in chain.json
     assert second.records[1].steps == 2 and second.records[1].unreliable < 0.5
     info = open_video(out).info
     assert info.frames == 3 and info.fps == 8 and (info.width, info.height) == (48, 36)
