@@ -30,7 +30,8 @@ from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, U
 from nst_core.optim import PixelLBFGS
 from nst_core.memory import plan_memory
 from nst_core.precision import backbone_features, backward, resolve_precision
-from nst_core.image import ImageSource, LoadedImage, fit_longest_side, read_image, resize, save_image, save_text, to_pil
+from nst_core.image import (ImageSource, LoadedImage, fit_longest_side, image_encoder, read_image, resize, save_image,
+                            save_together, to_pil)
 from nst_core.progress import Progress
 from nst_core.resume import RunState, check_resume, inputs_fingerprint, settings_text
 from nst_core.registry import Entry, Registries, collect_registries
@@ -128,9 +129,9 @@ class StyleResult:
             record = self.record()
         if record:
             text = json.dumps(record, indent=2, sort_keys=True)
-            written = save_image(self.image, path, alpha=self.alpha, text={RECORD_KEY: text}, **options)
-            save_text(Path(f"{written}.json"), text + "\n")
-            return written
+            path = Path(path)  # the image and its record are written together, or neither
+            encode = image_encoder(self.image, path, alpha=self.alpha, text={RECORD_KEY: text}, **options)
+            return save_together([(path, encode), (Path(f"{path}.json"), (text + "\n").encode("utf-8"))])[0]
         return save_image(self.image, path, alpha=self.alpha, **options)
 
 
