@@ -46,4 +46,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: its values are nested too deeply to be settings; check the file") from None
     return {key.replace("_", "-"): value for key, value in data.items()}

@@ -160,4 +160,9 @@ def load_record(path: Path) -> RunRecord:
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: the run record is not valid JSON ({exc})") from None
-    return parse_record(data, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: not a run record (its JSON is nested too deeply)") from None
+    try:
+        return parse_record(data, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: damaged run record (its values are nested too deeply)") from None
