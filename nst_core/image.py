@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from nst_core.errors import ConfigError, ImageError
+from nst_core.errors import ConfigError, ImageError, NSTError
 
 ImageSource = Union[str, os.PathLike, Image.Image, Tensor, np.ndarray]
 
@@ -193,38 +193,60 @@ def _sniff(head: bytes) -> str:
     return "not an image format Pillow can read; convert it to PNG, JPEG, WebP or TIFF"
 
 
-def _open_file(path: Path, label: str) -> io.BufferedReader:
-    """Open ``path`` for reading, refusing what is not a non-empty regular file we may read.
+def open_regular_file(path: str | os.PathLike, label: str | None = None, *, error: type[NSTError] = ImageError,
+                      kind: str = "an image file", missing: str | None = None, allow_empty: bool = False,
+                      max_bytes: int | None = None) -> io.BufferedReader:
+    """Open ``path`` for reading, refusing what is not a regular file we may read: image files,
+    and also resume files, run records and config files (a named pipe there would hang the run).
 
     Opened non-blocking and checked with ``fstat`` so that a named pipe or a device can never hang
     or flood the read.
+
+    :param error: the :class:`NSTError` subclass raised (one line naming ``label``, default the path).
+    :param kind: what the file should be, for messages ("a resume file").
+    :param missing: the message when the file does not exist (default: "no such file ...").
+    :param allow_empty: accept a 0-byte file (a config file may be empty; an image may not).
+    :param max_bytes: refuse a larger file, before reading it.
     """
+    path = Path(path)
+    label = str(path) if label is None else label
+    image = kind == "an image file"
+    give = "give the path of an image" if image else f"give the path of {kind}"
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise ImageError(f"{label}: no such file; check the path and the name") from None
+        raise error(missing or f"{label}: no such file; check the path and the name") from None
     except IsADirectoryError:
-        raise ImageError(f"{label}: is a folder, not an image file; give the path of an image") from None
+        raise error(f"{label}: is a folder, not {kind}; {give}") from None
     except PermissionError:
         if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file; give the path of an image") from None
-        raise ImageError(f"{label}: permission denied; make the file readable (e.g. chmod u+r) or copy it "
-                         f"somewhere you can read") from None
+            raise error(f"{label}: is a folder, not {kind}; {give}") from None
+        raise error(f"{label}: permission denied; make the file readable (e.g. chmod u+r) or copy it "
+                    f"somewhere you can read") from None
     except OSError as exc:
-        raise ImageError(f"{label}: cannot open it ({_one_line(exc.strerror or exc)})") from None
+        raise error(f"{label}: cannot open it ({_one_line(exc.strerror or exc)})") from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise ImageError(f"{label}: is a folder, not an image file; give the path of an image")
+            raise error(f"{label}: is a folder, not {kind}; {give}")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{label}: not a regular file (a pipe, socket or device); give an image file")
-        if info.st_size == 0:
-            raise ImageError(f"{label}: the file is empty (0 bytes); export or download it again")
+            raise error(f"{label}: not a regular file (a pipe, socket or device); give {kind}")
+        if info.st_size == 0 and not allow_empty:
+            raise error(f"{label}: the file is empty (0 bytes); " + ("export or download it again" if image
+                                                                     else f"give {kind}"))
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise error(f"{label}: {info.st_size:,} bytes is too large for {kind} (at most {max_bytes:,}); "
+                        f"check the path")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_file(path: Path, label: str) -> io.BufferedReader:
+    """Open an image file for reading (:func:`open_regular_file`)."""
+    return open_regular_file(path, label)
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
