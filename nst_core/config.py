@@ -222,7 +222,8 @@ class StyleConfig:
             _check_number(own, "seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)
         _check_name(own, "device", self.device)
         if self.preserve_color not in ("none", "luminance", "histogram"):
-            raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, got {_show(self.preserve_color)}")
+            raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, "
+                              f"got {_show(self.preserve_color)}")
         if self.precision not in ("auto", "float32", "bf16", "fp16"):
             raise ConfigError(f"{own}.precision must be auto, float32, bf16 or fp16, got {_show(self.precision)}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, bool):

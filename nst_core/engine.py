@@ -28,7 +28,7 @@ from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, UnknownNameError
 from nst_core.optim import PixelLBFGS
-from nst_core.memory import plan_memory
+from nst_core.memory import is_out_of_memory, plan_memory
 from nst_core.precision import backbone_features, backward, resolve_precision
 from nst_core.image import (ImageSource, LoadedImage, fit_longest_side, image_encoder, read_image, resize, save_image,
                             save_together, to_pil)
@@ -448,7 +448,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     shapes = [working_shape(height, width, s) for s in sizes]
     if hasattr(plan.backbone, "checkpoint"):  # the VGG backbones, whose memory nst_core.memory has measured
         memory = plan_memory(shapes, precision=config.precision, device=device, steps=config.steps,
-                             optimizer=config.optimizer, checkpoint=config.checkpoint)  # ResourceError if it cannot fit
+                             optimizer=config.optimizer, checkpoint=config.checkpoint,  # ResourceError if it cannot fit
+                             style_sizes=[tuple(s.shape[-2:]) for s in inputs.styles], style_scale=config.style_scale,
+                             masks=sum(m is not None for m in inputs.masks))
         plan.backbone.checkpoint = memory.checkpoint
         if memory.note:
             inputs.notes.append(memory.note)
@@ -503,8 +505,9 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
                                           scale=(scale_index, len(shapes)), started=started,
                                           on_progress=on_progress, should_stop=should_stop, out=out, capture=capture)
                 break
-            except OutOfMemory:
-                pass  # handled below, once the frames of the traceback (and their tensors) are gone
+            except Exception as exc:  # noqa: BLE001 - out of memory (GPU or CPU allocator) is handled below, once
+                if not is_out_of_memory(exc):  # the frames of the traceback (and their tensors) are gone
+                    raise
             config = _after_out_of_memory(plan, config, out, device, (w, h), inputs.notes)
         step_count = outcome.last_step
         recoveries += outcome.recoveries
@@ -681,6 +684,8 @@ def _bind_targets(plan: _Plan, content: Tensor, styles: list[Tensor], blend: tup
         except (NSTError, OutOfMemory):
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):  # the CPU allocator's RuntimeError
+                raise
             raise PluginError(f"loss term {t.name!r} from {t.label} failed to bind its targets: "
                               f"{_one_line(exc)}") from exc
 
@@ -698,6 +703,8 @@ def _objective(plan: _Plan, x: Tensor, progress: float) -> tuple[Tensor, list[Te
         except (NSTError, OutOfMemory):
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):  # the CPU allocator's RuntimeError
+                raise
             raise PluginError(f"loss term {t.name!r} from {t.label} raised {_one_line(exc)}") from exc
         if not isinstance(value, Tensor):
             value = torch.as_tensor(float(value), device=x.device)

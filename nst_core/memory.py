@@ -20,6 +20,7 @@ note), for machines whose free memory the check cannot see (e.g. swap).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 import os
 from pathlib import Path
@@ -64,6 +65,30 @@ FIXED_BYTES = {
 
 LBFGS_PAIR_BYTES_PER_PIXEL = 2 * 3 * 4  # one (s, y) pair: two float32 copies of (3, h, w)
 
+STYLE_PEAK_BYTES_PER_PIXEL = 800
+"""Peak bytes per pixel of a style image's forward pass (no gradients) while its targets are
+computed: the activations in flight plus the target layers' features it keeps. Measured on a
+CPU (peak RSS, default VGG19, 512 and 1024 px: 790 float32, 770 bf16), rounded up."""
+STYLE_KEPT_BYTES_PER_PIXEL = 600
+"""Bytes per pixel of a style image's target features kept while the next style's are computed
+(measured: 570 float32, 555 bf16), rounded up."""
+MASK_BYTES_PER_PIXEL = 2 * 4
+"""A mask at the working size (float32) and its copies at the layers' sizes (a geometric series)."""
+
+OUT_OF_MEMORY_TEXT = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+                      "out of memory")
+"""What the allocators say in a RuntimeError when memory runs out (CPU on Linux/macOS and
+Windows; MPS and older CUDA builds)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` means the device ran out of memory: ``torch.OutOfMemoryError`` (CUDA), a
+    ``MemoryError``, or the ``RuntimeError`` a CPU (or MPS) allocation failure raises
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes")."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXT)
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -72,10 +97,13 @@ class Estimate:
     activations: int
     lbfgs: int
     fixed: int
+    styles: int = 0
+    """The peak while the style targets are computed (before the optimisation, whose memory it
+    then gives back): the largest style's forward pass plus the other styles' kept features."""
 
     @property
     def total(self) -> int:
-        return self.activations + self.lbfgs + self.fixed
+        return max(self.activations + self.lbfgs, self.styles) + self.fixed
 
 
 def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
@@ -85,15 +113,44 @@ def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
 
 
 def estimate(height: int, width: int, *, precision: str = "float32", device: torch.device | str = "cpu",
-             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs") -> Estimate:
-    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers)."""
+             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs",
+             style_ratios: Sequence[float] = (), masks: int = 0) -> Estimate:
+    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers).
+
+    :param style_ratios: each style image's pixels at this scale (its longest side is
+        ``style_scale`` × the working size) divided by ``height · width``; () leaves the styles
+        out (they are then no larger than the working size and the measured per-pixel bytes
+        cover them).
+    :param masks: the number of style masks.
+
+    Styles: ``STYLE_PEAK · max_i p_i + STYLE_KEPT · (Σ_i p_i − max_i p_i)`` bytes for style pixel
+    counts ``p_i``; the total is ``max(activations + L-BFGS pairs, styles) + fixed``.
+    """
     kind = torch.device(device).type
     kind = kind if kind in ("cpu", "cuda") else "cuda"  # MPS: unified memory, like a GPU allocator
     pixels = height * width
     per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))]
     pairs = lbfgs_pairs(pixels, steps) if optimizer == "lbfgs" else 0
-    return Estimate(activations=per_pixel * pixels, lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
-                    fixed=FIXED_BYTES[(kind, bool(checkpoint))])
+    style_pixels = [ratio * pixels for ratio in style_ratios]
+    styles = 0
+    if style_pixels:
+        largest = max(style_pixels)
+        styles = int(STYLE_PEAK_BYTES_PER_PIXEL * largest + STYLE_KEPT_BYTES_PER_PIXEL * (sum(style_pixels) - largest))
+    return Estimate(activations=(per_pixel + MASK_BYTES_PER_PIXEL * masks) * pixels,
+                    lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
+                    fixed=FIXED_BYTES[(kind, bool(checkpoint))], styles=styles)
+
+
+def style_ratios(shape: tuple[int, int], style_sizes: Sequence[tuple[int, int]], style_scale: float) -> list[float]:
+    """Each style's pixels over the working pixels at a scale of ``shape`` ``(h, w)``: the style
+    ``(h, w)`` is resized so its longest side is ``style_scale`` × the working size's."""
+    h, w = shape
+    side = max(16, round(max(h, w) * style_scale))
+    ratios = []
+    for sh, sw in style_sizes:
+        scale = side / max(sh, sw)
+        ratios.append(max(32, round(sh * scale)) * max(32, round(sw * scale)) / (h * w))
+    return ratios
 
 
 def _cgroup_free() -> int | None:
@@ -180,15 +237,20 @@ class MemoryPlan:
 
 def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.device | str, steps: int,
                 optimizer: str, checkpoint: bool | None, supports_checkpoint: bool = True,
-                available: int | None = None) -> MemoryPlan:
+                available: int | None = None, style_sizes: Sequence[tuple[int, int]] = (),
+                style_scale: float = 1.0, masks: int = 0) -> MemoryPlan:
     """Decide checkpointing and refuse what cannot fit (see the module docstring).
 
     :param shapes: ``(h, w)`` of every scale; the largest decides.
     :param available: bytes free (default: :func:`available_bytes`).
+    :param style_sizes: ``(h, w)`` of each style image as read; with ``style_scale`` (their
+        longest side relative to the working size) they are counted at the size they are used.
+    :param masks: the number of style masks.
     """
     device = torch.device(device)
     h, w = max(shapes, key=lambda s: s[0] * s[1])
-    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer)
+    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer,
+                   style_ratios=style_ratios((h, w), style_sizes, style_scale), masks=masks)
     free = available if available is not None else available_bytes(device)
     plain = estimate(h, w, checkpoint=False, **options)
     light = estimate(h, w, checkpoint=True, **options) if supports_checkpoint else plain
@@ -212,6 +274,9 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
             hints.append(f"precision='bf16' (fits up to about {bf16_side} px)")
     if checkpoint is False and supports_checkpoint:
         hints.append("checkpoint=True")
+    if best.styles > best.activations + best.lbfgs:
+        hints.append(f"a smaller style_scale (the style images alone need about {_gib(best.styles)} at "
+                     f"{style_scale:g})")
     if optimizer == "lbfgs" and best.lbfgs > 0.1 * best.total:
         hints.append(f"optimizer='adam' (no L-BFGS history: {_gib(best.lbfgs)} less)")
     message = (f"a {w}×{h} run on {device.type} needs about {_gib(SAFETY * best.total)} "
@@ -223,5 +288,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
-           "plan_memory"]
+__all__ = ["Estimate", "MemoryPlan", "available_bytes", "estimate", "is_out_of_memory", "largest_fitting_size",
+           "lbfgs_pairs", "plan_memory", "style_ratios"]
