@@ -20,16 +20,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["open_video", "stylize_video", "write_video"]
+__all__ = [
+    "Chunk", "FrameRecord", "VideoInfo", "VideoProgress", "VideoReader", "VideoResult", "assemble_chunks",
+    "blend_overlap", "detect_scene_cuts", "open_video", "plan_chunks", "run_chunk", "stylize_video", "write_video",
+]
+
+_CHAIN = {"Chunk", "FrameRecord", "VideoProgress", "VideoResult", "assemble_chunks", "blend_overlap",
+          "detect_scene_cuts", "plan_chunks", "run_chunk", "stylize_video"}
+_IO = {"VideoInfo", "VideoReader", "open_video", "write_video"}
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing nst_core.video costs nothing
-    if name == "stylize_video":
-        from nst_core.video.chain import stylize_video
+    if name in _CHAIN:
+        from nst_core.video import chain
 
-        return stylize_video
-    if name in ("open_video", "write_video"):
+        return getattr(chain, name)
+    if name in _IO:
         from nst_core.video import io
 
         return getattr(io, name)
-    raise AttributeError(name)
+    raise AttributeError(f"module 'nst_core.video' has no attribute {name!r}")
