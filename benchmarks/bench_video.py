@@ -40,7 +40,7 @@ from benchmarks.common import CONTENT, STYLE, append_markdown  # noqa: E402
 from benchmarks.evaluator import CONTENT_LAYERS, Evaluator  # noqa: E402
 from nst_core.image import read_image, resize, save_image  # noqa: E402
 from nst_core.planning import working_shape  # noqa: E402
-from nst_core.video.chain import frame_path, stylize_video  # noqa: E402
+from nst_core.video.chain import assemble_chunks, frame_path, plan_chunks, run_chunk, stylize_video  # noqa: E402
 from nst_core.video.flow import get_flow_estimator  # noqa: E402
 from nst_core.video.io import write_video  # noqa: E402
 from nst_core.video.metrics import clip_warping_errors, input_motion  # noqa: E402
@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[200.0], help="temporal weights (x J)")
     parser.add_argument("--pairs", nargs="*", default=[], metavar="STEPS:WEIGHT",
                         help="temporal runs as next-steps:weight pairs (instead of every --next-steps x --weights)")
+    parser.add_argument("--chunks", default=None, metavar="LENGTH:OVERLAP",
+                        help="also the default temporal run cut into chunks (run_chunk each, overlaps crossfaded)")
     parser.add_argument("--long-term", type=int, nargs="*", default=[], help="also a run with these (e.g. 2 4)")
     parser.add_argument("--metric-flow", default="farneback",
                         help="flow of the warping error (not the chain's DIS: the chain is not judged by its own flow)")
@@ -129,6 +131,31 @@ def main(argv: list[str] | None = None) -> int:
             "s_frame": statistics.fmean(r.seconds for r in result.records), "wall": seconds,
             "resumed": len(result.records) - len(made),
         })
+    if args.chunks:
+        length, overlap = (int(v) for v in args.chunks.split(":"))
+        next_steps, weight = pairs[0]
+        chunks = plan_chunks(args.frames, length, overlap)
+        t0 = time.perf_counter()
+        parts = [run_chunk(clip_dir, chunk, style, config, frames_dir=work / f"chunks-{length}-{overlap}-{chunk.index}",
+                           registries=registries, temporal_weight=weight, first_steps=args.steps,
+                           next_steps=next_steps, fps=24) for chunk in chunks]
+        seconds = time.perf_counter() - t0
+        outputs = assemble_chunks(chunks, parts)
+        errors = clip_warping_errors(outputs, motion)
+        # the transitions into and across each overlap (pair t-1 -> t for t in start .. start + overlap)
+        seams = sorted({t for c in chunks[1:] for t in range(c.start, c.start + c.overlap + 1) if t >= 1})
+        seam_error = max(errors[t - 1] for t in seams) if seams else float("nan")
+        scores = [judge(evaluator, c, o) for c, o in zip(frames, outputs)]
+        steps = sum(args.steps + (c.frames - 1) * next_steps for c in chunks)
+        rows.append({
+            "label": f"chunked {length}:{overlap}", "name": f"temporal, {len(chunks)} chunks of {length} "
+            f"overlapping by {overlap} (seams: max {seam_error:.5f} = {seam_error / statistics.fmean(errors):.2f}x "
+            f"the clip's mean)", "next": next_steps, "weight": weight, "long": (),
+            "warp": statistics.fmean(errors), "warp_max": max(errors),
+            "style": statistics.fmean(s.style for s in scores), "J": statistics.fmean(s.total for s in scores),
+            "steps": steps, "s_frame": seconds / args.frames, "wall": seconds, "resumed": 0,
+        })
+        sheet_rows.append(torch.cat(outputs, dim=-1))
     base = rows[0]
     command = "python benchmarks/bench_video.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
