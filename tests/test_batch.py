@@ -18,7 +18,7 @@ from nst_core.errors import ConfigError, DeviceError
 from nst_core.image import read_image
 from nst_core.result import RECORD_KEY
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES
 
 STYLE = EncodedImage.from_file(EXAMPLES / "starry_night.jpg")
 CONFIG = StyleConfig(size=64, steps=3, precision="float32")

@@ -188,6 +188,35 @@ def _row(raw: Mapping[str, Any], where: str, base: Path) -> ManifestRow:
                        name, settings)
 
 
+def _jsonl_rows(text: str, path: Path) -> list[ManifestRow]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object like {{\"content\": \"photo.jpg\"}}")
+        rows.append(_row(data, where, path.parent))
+    return rows
+
+
+def _csv_rows(text: str, path: Path) -> list[ManifestRow]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or "content" not in [f.strip() for f in reader.fieldnames]:
+        raise ConfigError(f"{path}: the CSV manifest needs a header row with a \"content\" column")
+    rows = []
+    for number, record in enumerate(reader, start=2):
+        if None in record:
+            raise ConfigError(f"{path}:{number}: more cells than columns")
+        cells = {k: options.scalar(v.strip()) for k, v in record.items() if v is not None and v.strip()}
+        rows.append(_row(cells, f"{path}:{number}", path.parent))
+    return rows
+
+
 def read_manifest(path: Path) -> list[ManifestRow]:
     """A ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) manifest. Keys: ``content``
     (required), ``style``/``styles`` and ``mask``/``masks`` (a list, or ``;``-separated in CSV),
@@ -199,30 +228,11 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the manifest is not UTF-8 text") from None
-    base = path.parent
-    rows = []
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc})") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{where}: expected a JSON object like {{\"content\": \"photo.jpg\"}}")
-            rows.append(_row(data, where, base))
+        rows = _jsonl_rows(text, path)
     elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or "content" not in [f.strip() for f in reader.fieldnames]:
-            raise ConfigError(f"{path}: the CSV manifest needs a header row with a \"content\" column")
-        for number, record in enumerate(reader, start=2):
-            if None in record:
-                raise ConfigError(f"{path}:{number}: more cells than columns")
-            cells = {k: options.scalar(v.strip()) for k, v in record.items() if v is not None and v.strip()}
-            rows.append(_row(cells, f"{path}:{number}", base))
+        rows = _csv_rows(text, path)
     else:
         raise ConfigError(f"{path}: a manifest is .jsonl or .csv")
     if not rows:

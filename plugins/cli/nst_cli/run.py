@@ -21,7 +21,7 @@ from torch import Tensor
 import typer
 
 import nst_core
-from nst_core import NSTError, Progress, RunPlan, StyleConfig, StyleResult
+from nst_core import NSTError, Progress, RunPlan, StyleResult
 from nst_core.errors import ConfigError, ImageError
 from nst_core.image import FORMATS, LoadedImage
 from nst_core.resume import resume_path
