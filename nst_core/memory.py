@@ -62,6 +62,12 @@ FIXED_BYTES = {
 }
 """What a run needs beyond the per-pixel part: style targets, workspaces, allocator slack."""
 
+VGG19_SAVED_BYTES_PER_PIXEL = 1532.0
+"""What autograd keeps per input pixel for the default VGG19 layers (relu1_1 ... relu5_1, relu4_2),
+float32, weights excluded (:func:`nst_core.contract.measure_memory_profile`, the slope between 64
+and 256 px). The tables above are for this backbone; another backbone's estimate is scaled by its
+:class:`~nst_core.types.MemoryProfile` over this."""
+
 LBFGS_PAIR_BYTES_PER_PIXEL = 2 * 3 * 4  # one (s, y) pair: two float32 copies of (3, h, w)
 
 
@@ -85,14 +91,18 @@ def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
 
 
 def estimate(height: int, width: int, *, precision: str = "float32", device: torch.device | str = "cpu",
-             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs") -> Estimate:
-    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers)."""
+             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs", scale: float = 1.0) -> Estimate:
+    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers).
+
+    :param scale: the backbone's activation memory relative to the default VGG19's
+        (``profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL``).
+    """
     kind = torch.device(device).type
     kind = kind if kind in ("cpu", "cuda") else "cuda"  # MPS: unified memory, like a GPU allocator
     pixels = height * width
-    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))]
+    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))] * scale
     pairs = lbfgs_pairs(pixels, steps) if optimizer == "lbfgs" else 0
-    return Estimate(activations=per_pixel * pixels, lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
+    return Estimate(activations=int(per_pixel * pixels), lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
                     fixed=FIXED_BYTES[(kind, bool(checkpoint))])
 
 
@@ -180,15 +190,17 @@ class MemoryPlan:
 
 def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.device | str, steps: int,
                 optimizer: str, checkpoint: bool | None, supports_checkpoint: bool = True,
-                available: int | None = None) -> MemoryPlan:
+                available: int | None = None, scale: float = 1.0) -> MemoryPlan:
     """Decide checkpointing and refuse what cannot fit (see the module docstring).
 
     :param shapes: ``(h, w)`` of every scale; the largest decides.
+    :param supports_checkpoint: whether the backbone can checkpoint (``Backbone.supports_checkpoint``).
+    :param scale: the backbone's memory relative to the default VGG19's (see :func:`estimate`).
     :param available: bytes free (default: :func:`available_bytes`).
     """
     device = torch.device(device)
     h, w = max(shapes, key=lambda s: s[0] * s[1])
-    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer)
+    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer, scale=scale)
     free = available if available is not None else available_bytes(device)
     plain = estimate(h, w, checkpoint=False, **options)
     light = estimate(h, w, checkpoint=True, **options) if supports_checkpoint else plain
@@ -223,5 +235,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
+__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
            "plan_memory"]

@@ -28,8 +28,8 @@ def lower_memory_mode(backbone: Backbone, config: StyleConfig, device: torch.dev
     no mode is left."""
     switched = None
     if config.on_oom == "retry":
-        if getattr(backbone, "checkpoint", None) is False:
-            backbone.checkpoint, switched = True, "gradient checkpointing on"  # type: ignore[assignment]
+        if backbone.supports_checkpoint and not backbone.checkpoint:
+            backbone.checkpoint, switched = True, "gradient checkpointing on"
         elif config.precision == "float32":
             config, switched = config.replace(precision="bf16"), "precision bf16"
     if switched is None:

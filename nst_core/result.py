@@ -52,6 +52,8 @@ class StyleResult:
     recoveries: int = 0
     state: RunState | None = field(default=None, repr=False, compare=False)
     """With ``status == "stopped"``: where the run stopped; ``stylize(..., resume=state)`` goes on."""
+    plugins: tuple[Mapping[str, str], ...] = ()
+    """Where each name the run used came from (:attr:`nst_core.RunPlan.plugins`)."""
 
     def to_pil(self):
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
@@ -81,6 +83,7 @@ class StyleResult:
             "terms": self.terms,
             "elapsed": round(self.elapsed, 3),
             "sizes": [list(s) for s in self.sizes],
+            "plugins": [dict(p) for p in self.plugins],
             **extra,
         }
 

@@ -19,6 +19,8 @@ from nst_core.image import read_image, resize
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 NST = Path(sys.executable).with_name("nst")
+ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
+"""The environment for `nst` subprocesses: no --debug, plug-ins on."""
 CONTENT = EXAMPLES / "tubingen.jpg"
 STYLE = EXAMPLES / "starry_night.jpg"
 

@@ -29,9 +29,7 @@ from nst_cli.batch_plan import expand_inputs, read_manifest
 from nst_cli.run_options import NAMES
 from nst_cli.settings import SETTINGS
 
-from helpers import EXAMPLES, NST, documented_events, same_shape
-
-ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
+from helpers import ENV, EXAMPLES, NST, documented_events, same_shape
 
 STYLE = EXAMPLES / "starry_night.jpg"
 FAST = ["--size", "64", "--steps", "2", "--precision", "float32"]

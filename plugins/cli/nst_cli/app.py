@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from nst_core import NSTError, __version__
 
-from nst_cli import exit_codes, messages
+from nst_cli import exit_codes, messages, registries
 from nst_cli.batch import EPILOG as BATCH_EPILOG, batch
 from nst_cli.gimp import gimp_app
 from nst_cli.listing import list_app, plugins
@@ -70,6 +70,7 @@ def main_options(
                                         help="Show tracebacks for errors (for bug reports).")] = False,
 ) -> None:
     """Neural style transfer (Gatys et al. 2015): repaint a photo in the style of a painting."""
+    registries.DEBUG = debug  # plug-in problems then show the plug-in's traceback
 
 
 def main() -> None:
