@@ -291,3 +291,14 @@ def test_without_ray_installed_ray_says_how_to_install_it_in_one_line(tmp_path, 
     local_only = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", tmp_path / "out", *FAST,
                      "--cpus-per-worker", "2")
     assert local_only.exit_code == 1 and "--cpus-per-worker is for Ray" in local_only.stderr
+
+
+def test_devices_and_workers_are_checked_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    missing = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--devices", "cuda:99")
+    assert missing.exit_code == 1 and "cuda:99" in missing.stderr and "Traceback" not in missing.stderr
+    twice = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--devices", "cpu,cpu")
+    assert twice.exit_code == 1 and "--workers" in twice.stderr
+    zero = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--workers", "0")
+    assert zero.exit_code == 1 and "--workers must be" in zero.stderr
+    assert not out.exists()
