@@ -126,6 +126,8 @@ def test_rerun_skips_what_is_done_other_settings_and_force_redo_it(tmp_path):
     assert (again[0]["todo"], again[0]["skipped"]) == (0, 2) and len(again) == 2  # no item ran
     assert (out / "tubingen_starry_night.png").stat().st_mtime_ns == stamp
     assert nst("batch", "--status", out).exit_code == 0
+    (out / "tubingen_starry_night.png.json").unlink()  # the record inside the PNG is enough
+    assert events(nst(*args).stdout)[0]["skipped"] == 2
 
     (out / "shipwreck_starry_night.png").unlink()  # a missing output is made again, the other skipped
     log = events(nst(*args).stdout)

@@ -26,9 +26,10 @@ from typing import Any
 from nst_core.batch.items import file_digest, input_digests, item_key, item_seed
 from nst_core.errors import ConfigError, UnknownNameError
 from nst_core.image import FORMATS
+from nst_core.result import RECORD_KEY
 
 from nst_cli import options
-from nst_cli.record import _png_text, sidecar_path
+from nst_cli.record import sidecar_path
 from nst_cli.settings import BY_KEY, RunSettings
 
 IMAGE_SUFFIXES = frozenset({*FORMATS, ".bmp", ".gif"})
@@ -344,6 +345,20 @@ def job_key(job: BatchJob, digests: Digests) -> str | None:
     return item_key(found, config, job.output.suffix)
 
 
+def _png_record(path: Path) -> str | None:
+    """The run record in a PNG's ``nst-record`` text (None for other files); pixels not decoded."""
+    with open(path, "rb") as handle:
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get(RECORD_KEY)  # type: ignore[attr-defined]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
 def recorded_key(output: Path) -> tuple[str | None, str | None]:
     """``(batch key, status)`` from the output's run record (sidecar, else PNG text); Nones if none."""
     text = None
@@ -352,7 +367,7 @@ def recorded_key(output: Path) -> tuple[str | None, str | None]:
         if sidecar.is_file():
             text = sidecar.read_text(encoding="utf-8")
         elif output.is_file():
-            text = _png_text(output)
+            text = _png_record(output)
         data = json.loads(text) if text else None
     except (OSError, ValueError):
         return None, None
