@@ -129,7 +129,8 @@ def _preset_names(settings: Mapping[str, Any], regs: Registries) -> str | None:
     from nst_core.config import config_from_preset
 
     config = config_from_preset(settings)
-    wanted = [(regs.backbones, config.backbone), (regs.schedules, config.layer_schedule)]
+    wanted: list[tuple[Registry[Any], str]] = [(regs.backbones, config.backbone),
+                                               (regs.schedules, config.layer_schedule)]
     wanted += [(regs.loss_terms, spec.name) for spec in config.loss_specs()]
     wanted += [(regs.schedules, spec.schedule) for spec in config.loss_specs() if spec.schedule]
     for registry, name in wanted:
