@@ -37,7 +37,8 @@ except Exception:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "MemoryProfile", "Model", "NSTError", "Progress", "Registries", "RunPlan",
+    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "MemoryProfile", "Model", "NSTError", "Progress",
+    "Registries", "RunPlan",
     "RunState", "StyleConfig", "StyleResult", "Targets", "collect_registries", "get_plugin_manager", "hookimpl",
     "load_image", "load_model", "plan", "read_image", "resolve_device", "run", "save_image", "stylize",
     "__version__",

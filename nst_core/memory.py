@@ -235,5 +235,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
-           "plan_memory"]
+__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate",
+           "largest_fitting_size", "lbfgs_pairs", "plan_memory"]
