@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from nst_core.errors import NSTError, PluginError
-from nst_core.oom import OutOfMemory
+from nst_core.oom import OutOfMemory, is_out_of_memory
 from nst_core.registry import Entry
 from nst_core.types import Backbone, FeatureMaps, MemoryProfile
 
@@ -44,6 +44,8 @@ def call_plugin(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
     except (NSTError, OutOfMemory):
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):  # the CPU allocator's RuntimeError
+            raise
         raise PluginError(f"{what} raised {one_line(exc)}") from exc
 
 

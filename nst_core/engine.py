@@ -24,7 +24,7 @@ from nst_core.config import StyleConfig
 from nst_core.contract import call_plugin, check_loss_value
 from nst_core.image import ImageSource, resize
 from nst_core.inputs import finish_image, initial_image
-from nst_core.oom import OutOfMemory, lower_memory_mode
+from nst_core.oom import is_out_of_memory, lower_memory_mode
 from nst_core.optim import PixelOptimizer, make_optimizer
 from nst_core.planning import BoundTerm, Model, RunPlan, plan
 from nst_core.precision import backward
@@ -173,8 +173,9 @@ def run(plan: RunPlan, *, on_progress: Callable[[Progress], None] | None = None,
                 outcome = _optimize_scale(running, x0, scale=(scale_index, len(plan.shapes)),
                                           on_progress=on_progress, should_stop=should_stop, out=out)
                 break
-            except OutOfMemory:
-                pass  # handled below, once the frames of the traceback (and their tensors) are gone
+            except Exception as exc:  # out of memory (GPU or CPU allocator) is handled below, once the
+                if not is_out_of_memory(exc):  # frames of the traceback (and their tensors) are gone
+                    raise
             _recover_from_out_of_memory(running, out, (w, h))
         running.step = outcome.last_step
         running.recoveries += outcome.recoveries

@@ -399,7 +399,9 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
     memory = plan_memory(list(shapes), precision=config.precision, device=device, steps=config.steps,
                          optimizer=config.optimizer, checkpoint=config.checkpoint,
                          supports_checkpoint=model.backbone.supports_checkpoint,
-                         scale=model.memory_profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL)
+                         scale=model.memory_profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL,
+                         style_sizes=[(s.shape[-2], s.shape[-1]) for s in inputs.styles],
+                         style_scale=config.style_scale, masks=sum(m is not None for m in inputs.masks))
     if memory.note:  # plan_memory raised ResourceError if it cannot fit
         notes.append(memory.note)
     return RunPlan(config=config.replace(seed=seed), requested=requested, device=device, seed=seed,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,12 +20,12 @@ from torch import Tensor
 import typer
 
 import nst_core
-from nst_core import NSTError, Progress, RunPlan, StyleConfig, StyleResult
-from nst_core.errors import ConfigError, ImageError
-from nst_core.image import FORMATS, LoadedImage
-from nst_core.resume import resume_path
+from nst_core import NSTError, Progress, RunPlan, StyleResult
+from nst_core.errors import ConfigError
+from nst_core.image import LoadedImage
 
-from nst_cli import exit_codes, options, run_options
+from nst_cli import exit_codes, options, output_guard, run_options
+from nst_cli.output_guard import intermediate_path
 from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
 from nst_cli.render import Outcome, Reporter, RunInfo, make_reporter
@@ -35,34 +34,13 @@ from nst_cli.run_options import FILES, OUTPUT
 from nst_cli.settings import RunSettings, resolve
 from nst_cli.signals import Aborted, StopOnSignal
 
-def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False) -> None:
-    """Refuse an output path that cannot be written or would overwrite an input (or, with
-    ``record``, whose sidecar ``OUT.json`` would; with ``resume``, whose ``OUT.resume.pt``
-    would), before any work."""
-    if output.suffix.lower() not in FORMATS:
-        raise ConfigError(f"{output}: unknown output extension {output.suffix!r}; "
-                          f"use one of {', '.join(sorted(FORMATS))}")
-    directory = output.parent
-    if not directory.is_dir():
-        raise ImageError(f"{output}: the output directory {str(directory)!r} does not exist; create it first")
-    targets = [output, *([sidecar_path(output)] if record else []), *([resume_path(output)] if resume else [])]
-    for target in targets:
-        if target.is_dir():
-            raise ImageError(f"{target}: is a directory; give the output a file name")
-    inputs = list(inputs)
-    for target in targets:
-        for path in inputs:
-            same = path.resolve() == target.resolve() or (path.exists() and target.exists()
-                                                          and os.path.samefile(path, target))
-            if same:
-                what = "output" if target == output else "run record" if target.suffix == ".json" else "resume file"
-                raise ConfigError(f"{output}: the {what} would overwrite the input {path}; choose another output "
-                                  f"path")
-
-
-def intermediate_path(output: Path, step: int) -> Path:
-    """``out.png`` -> ``out.step50.png``."""
-    return output.with_name(f"{output.stem}.step{step}{output.suffix}")
+def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False,
+                 save_every: int | None = None, total: int | None = None) -> None:
+    """Refuse, before any work, a run whose output, record, resume file or intermediates would
+    overwrite an input or cannot be written; then remove temporaries a killed run left
+    (:mod:`nst_cli.output_guard`)."""
+    output_guard.check_output(output, inputs, record=record, resume=resume, save_every=save_every, total=total)
+    output_guard.remove_stale_parts(output)
 
 
 @dataclass(frozen=True)
@@ -144,8 +122,10 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
                           f"give --init PATH")
     images_in = [content, *styles, *([settings.init_image] if settings.init_image else [])]
     mask_paths = [m for m in masks or () if m is not None]
-    check_output(output, [*images_in, *mask_paths, *([record.path] if record else [])], record=settings.record,
-                 resume=settings.checkpoint_every is not None or resume)
+    check_output(output, [*images_in, *mask_paths, *([record.path] if record else []),
+                          *([config_file] if config_file else [])],
+                 record=settings.record, resume=settings.checkpoint_every is not None or resume,
+                 save_every=settings.save_every, total=output_guard.total_steps(config))
     resume_file = ResumeFile.open(output, settings.checkpoint_every, resume, reporter)
     images = [nst_core.read_image(path) for path in images_in]
     mask_images: list[LoadedImage | None] | None = None
