@@ -286,5 +286,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate", "is_out_of_memory",
-           "largest_fitting_size", "lbfgs_pairs", "plan_memory", "style_ratios"]
+__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate",
+           "is_out_of_memory", "largest_fitting_size", "lbfgs_pairs", "plan_memory", "style_ratios"]

@@ -50,7 +50,9 @@ app.command("run", epilog=RUN_EPILOG)(run)
 app.command("batch", epilog=BATCH_EPILOG)(batch)
 app.add_typer(list_app, name="list")
 app.add_typer(gimp_app, name="gimp")
-app.command("plugins", epilog="[bold]Example[/bold]\n\n  nst plugins")(plugins)
+PLUGINS_EPILOG = ("[bold]Examples[/bold]\n\n  nst plugins\n\n"
+                  "  nst plugins --json   [dim](for scripts; exit code 1 when a plug-in failed)[/dim]")
+app.command("plugins", epilog=PLUGINS_EPILOG)(plugins)
 
 
 def _version(value: bool) -> None:
