@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from nst_core import memory
 from nst_core.errors import ConfigError, ImageError, NSTError
 
 ImageSource = Union[str, os.PathLike, Image.Image, Tensor, np.ndarray]
@@ -367,6 +368,7 @@ def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tupl
         raise ImageError(f"{label}: declares an empty size ({width} x {height}); the file is damaged")
     if limit is not None and width * height > limit:
         raise _bomb_error(label, (width, height), limit)
+    memory.check_decode(label, width, height)  # the declared size, before a pixel is decoded
     if im.format in REFUSED_FORMATS:
         raise ImageError(f"{label}: {REFUSED_FORMATS[im.format]}")
     if reopen is not None:  # a file: its first frame (a PIL image from a caller: the frame it is at)
@@ -460,7 +462,7 @@ def _load(label: str, limit: int | None, get_image, head: bytes = b"", reopen=No
                 rgb, alpha, icc, notes = _decode(im, label, limit, reopen)
             finally:
                 pending = list(caught)
-    except ImageError:
+    except NSTError:  # ours: refusals (ImageError), not enough memory to decode (ResourceError)
         raise
     except Image.DecompressionBombError as exc:
         raise _bomb_error(label, None, limit, str(exc)) from None
