@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/x.py` as well as `python -m benchmarks.x`
     sys.path.insert(0, str(ROOT))
 
-from nst_core.engine import working_shape  # noqa: E402
+from nst_core.planning import working_shape  # noqa: E402
 from nst_core.image import read_image, resize, save_image  # noqa: E402
 
 from benchmarks.evaluator import LAYERS, STYLE_LAYERS, Evaluator, PlainVGG19, layer_weights  # noqa: E402

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from nst_core import memory
 from nst_core.errors import ConfigError, ImageError, NSTError
 
-ImageSource = Union[str, os.PathLike, Image.Image, Tensor, np.ndarray]
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, Tensor, np.ndarray]
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output formats by file extension."""
@@ -493,10 +493,21 @@ def _read_file(path: Path) -> LoadedImage:
         return _load(label, limit, open_image, head, reopen=open_image)
 
 
-def read_image(source: ImageSource) -> LoadedImage:
-    """Read a file, PIL image, tensor or array into a :class:`LoadedImage` (on the CPU).
+def _read_bytes(data: bytes, label: str) -> LoadedImage:
+    handle = io.BytesIO(data)
 
-    Files and PIL images: see the module docstring. Tensors may be ``(3, H, W)`` or
+    def open_image() -> Image.Image:
+        handle.seek(0)
+        return Image.open(handle)
+
+    return _load(label, max_image_pixels(), open_image, data[:1024], reopen=open_image)
+
+
+def read_image(source: ImageSource, label: str | None = None) -> LoadedImage:
+    """Read a file, encoded bytes, PIL image, tensor or array into a :class:`LoadedImage` (on the CPU).
+
+    Files, encoded bytes (a file's contents: PNG, JPEG, ...; ``label`` names them in messages,
+    default "image bytes") and PIL images: see the module docstring. Tensors may be ``(3, H, W)`` or
     ``(1, 3, H, W)`` (1 or 4 channels: gray or RGBA), float in [0, 1] or uint8; arrays
     ``(H, W)`` or ``(H, W, 1|3|4)``, uint8, uint16 or float in [0, 1]. Float values outside
     [0, 1] are clipped; NaN or infinite values are refused.
@@ -509,10 +520,12 @@ def read_image(source: ImageSource) -> LoadedImage:
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):
-        return _load("image", max_image_pixels(), lambda: source)
+        return _load(label or "image", max_image_pixels(), lambda: source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_bytes(bytes(source), label or "image bytes")
     if not isinstance(source, (str, os.PathLike)):
-        raise ImageError(f"cannot read an image from a {type(source).__name__}; give a path, a PIL image, "
-                         f"a tensor or an array")
+        raise ImageError(f"cannot read an image from a {type(source).__name__}; give a path, encoded bytes, "
+                         f"a PIL image, a tensor or an array")
     return _read_file(Path(source))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from nst_core.oom import is_out_of_memory  # noqa: F401 - part of this module's API
 from nst_core.errors import ResourceError
 
 GIB = 2**30
@@ -63,6 +64,12 @@ FIXED_BYTES = {
 }
 """What a run needs beyond the per-pixel part: style targets, workspaces, allocator slack."""
 
+VGG19_SAVED_BYTES_PER_PIXEL = 1532.0
+"""What autograd keeps per input pixel for the default VGG19 layers (relu1_1 ... relu5_1, relu4_2),
+float32, weights excluded (:func:`nst_core.contract.measure_memory_profile`, the slope between 64
+and 256 px). The tables above are for this backbone; another backbone's estimate is scaled by its
+:class:`~nst_core.types.MemoryProfile` over this."""
+
 LBFGS_PAIR_BYTES_PER_PIXEL = 2 * 3 * 4  # one (s, y) pair: two float32 copies of (3, h, w)
 
 STYLE_PEAK_BYTES_PER_PIXEL = 800
@@ -78,20 +85,6 @@ MASK_BYTES_PER_PIXEL = 2 * 4
 DECODE_BYTES_PER_PIXEL = 40
 """Peak bytes per pixel of reading an image file (Pillow's buffer, the float32 array, the tensor):
 measured with peak RSS on 4000 × 3000 PNGs, 28 for RGB and 36 for RGBA, rounded up."""
-
-OUT_OF_MEMORY_TEXT = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
-                      "out of memory")
-"""What the allocators say in a RuntimeError when memory runs out (CPU on Linux/macOS and
-Windows; MPS and older CUDA builds)."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True when ``exc`` means the device ran out of memory: ``torch.OutOfMemoryError`` (CUDA), a
-    ``MemoryError``, or the ``RuntimeError`` a CPU (or MPS) allocation failure raises
-    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes")."""
-    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))):
-        return True
-    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXT)
 
 
 @dataclass(frozen=True)
@@ -117,10 +110,12 @@ def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
 
 
 def estimate(height: int, width: int, *, precision: str = "float32", device: torch.device | str = "cpu",
-             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs",
+             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs", scale: float = 1.0,
              style_ratios: Sequence[float] = (), masks: int = 0) -> Estimate:
     """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers).
 
+    :param scale: the backbone's activation memory relative to the default VGG19's
+        (``profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL``).
     :param style_ratios: each style image's pixels at this scale (its longest side is
         ``style_scale`` × the working size) divided by ``height · width``; () leaves the styles
         out (they are then no larger than the working size and the measured per-pixel bytes
@@ -128,19 +123,21 @@ def estimate(height: int, width: int, *, precision: str = "float32", device: tor
     :param masks: the number of style masks.
 
     Styles: ``STYLE_PEAK · max_i p_i + STYLE_KEPT · (Σ_i p_i − max_i p_i)`` bytes for style pixel
-    counts ``p_i``; the total is ``max(activations + L-BFGS pairs, styles) + fixed``.
+    counts ``p_i`` (scaled like the activations); the total is
+    ``max(activations + L-BFGS pairs, styles) + fixed``.
     """
     kind = torch.device(device).type
     kind = kind if kind in ("cpu", "cuda") else "cuda"  # MPS: unified memory, like a GPU allocator
     pixels = height * width
-    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))]
+    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))] * scale
     pairs = lbfgs_pairs(pixels, steps) if optimizer == "lbfgs" else 0
     style_pixels = [ratio * pixels for ratio in style_ratios]
     styles = 0
     if style_pixels:
         largest = max(style_pixels)
-        styles = int(STYLE_PEAK_BYTES_PER_PIXEL * largest + STYLE_KEPT_BYTES_PER_PIXEL * (sum(style_pixels) - largest))
-    return Estimate(activations=(per_pixel + MASK_BYTES_PER_PIXEL * masks) * pixels,
+        styles = int(scale * (STYLE_PEAK_BYTES_PER_PIXEL * largest
+                               + STYLE_KEPT_BYTES_PER_PIXEL * (sum(style_pixels) - largest)))
+    return Estimate(activations=int((per_pixel + MASK_BYTES_PER_PIXEL * masks) * pixels),
                     lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
                     fixed=FIXED_BYTES[(kind, bool(checkpoint))], styles=styles)
 
@@ -258,11 +255,13 @@ class MemoryPlan:
 
 def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.device | str, steps: int,
                 optimizer: str, checkpoint: bool | None, supports_checkpoint: bool = True,
-                available: int | None = None, style_sizes: Sequence[tuple[int, int]] = (),
+                available: int | None = None, scale: float = 1.0, style_sizes: Sequence[tuple[int, int]] = (),
                 style_scale: float = 1.0, masks: int = 0) -> MemoryPlan:
     """Decide checkpointing and refuse what cannot fit (see the module docstring).
 
     :param shapes: ``(h, w)`` of every scale; the largest decides.
+    :param supports_checkpoint: whether the backbone can checkpoint (``Backbone.supports_checkpoint``).
+    :param scale: the backbone's memory relative to the default VGG19's (see :func:`estimate`).
     :param available: bytes free (default: :func:`available_bytes`).
     :param style_sizes: ``(h, w)`` of each style image as read; with ``style_scale`` (their
         longest side relative to the working size) they are counted at the size they are used.
@@ -270,7 +269,7 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     """
     device = torch.device(device)
     h, w = max(shapes, key=lambda s: s[0] * s[1])
-    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer,
+    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer, scale=scale,
                    style_ratios=style_ratios((h, w), style_sizes, style_scale), masks=masks)
     free = available if available is not None else available_bytes(device)
     plain = estimate(h, w, checkpoint=False, **options)
@@ -309,5 +308,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["Estimate", "MemoryPlan", "available_bytes", "check_decode", "estimate", "is_out_of_memory", "largest_fitting_size",
-           "lbfgs_pairs", "plan_memory", "style_ratios"]
+__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "check_decode", "estimate",
+           "is_out_of_memory", "largest_fitting_size", "lbfgs_pairs", "plan_memory", "style_ratios"]

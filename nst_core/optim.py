@@ -22,8 +22,33 @@ about 2.5× less memory traffic on a CPU, and on a GPU ~30 kernel launches per s
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
+
+LBFGS_HISTORY_BYTES = 1 << 30
+"""Memory allowed for L-BFGS's history of (s, y) pairs; fewer pairs are kept for big images."""
+
+
+class PixelOptimizer(Protocol):
+    """What the engine's loop needs of an optimiser over the pixels ``x`` ``(1, 3, H, W)``.
+
+    ``needs_range_penalty``: its iterates are not clamped, so the loop adds the range penalty
+    to what it minimises (L-BFGS); otherwise :meth:`step` clamps ``x`` to [0, 1] itself (Adam).
+    """
+
+    x: Tensor
+    needs_range_penalty: bool
+
+    def step(self, grad: Tensor) -> None:
+        """Move ``x`` given ``grad`` = ∇(minimised objective)(x), also stored in ``x.grad``."""
+
+    def last_move(self) -> tuple[Tensor, Tensor] | None:
+        """What a fresh optimiser needs to go on where this one is (:meth:`continue_from`)."""
+
+    def continue_from(self, step: Tensor, grad: Tensor) -> None:
+        """Go on from an earlier optimiser's :meth:`last_move`."""
 
 
 class PixelLBFGS:
@@ -32,6 +57,8 @@ class PixelLBFGS:
     Call :meth:`step` with the gradient of the objective at the current ``x``. Memory: ``history``
     pairs of (s, y), each two copies of ``x`` (the buffer grows as pairs arrive).
     """
+
+    needs_range_penalty = True
 
     def __init__(self, x: Tensor, *, history: int = 100, lr: float = 1.0, first_step: float = 0.005) -> None:
         self.x = x
@@ -109,6 +136,7 @@ class PixelLBFGS:
         else:
             y = g - self._last_grad
             s = self._last_step
+            assert s is not None, "a last step is kept with every last gradient"
             ys = torch.dot(y, s)
             yy = torch.dot(y, y)
             ok = ys > 1e-10 * yy.sqrt() * s.norm()
@@ -116,6 +144,7 @@ class PixelLBFGS:
             k = self._slot(n)
             okf = ok.to(g.dtype)
             buf = self._buffer
+            assert buf is not None, "_slot allocates the buffer"
             torch.mul(s, okf, out=buf[0, k])
             torch.mul(y, okf, out=buf[1, k])
             self._ok[k] = okf.double()
@@ -134,7 +163,9 @@ class PixelLBFGS:
 
     def _direction(self, g: Tensor, st_g: Tensor, yt_g: Tensor) -> Tensor:
         """−lr · H g with H the L-BFGS inverse Hessian (compact form, H0 = γI)."""
-        m, cap = self._count, self._buffer.shape[1]
+        buf = self._buffer
+        assert buf is not None, "called after the first pair arrived"
+        m, cap = self._count, buf.shape[1]
         oldest = (self._next - m) % self.history
         order = (torch.arange(m, device=g.device) + oldest) % self.history  # chronological slots
         sy = self._sy[order][:, order]
@@ -151,5 +182,42 @@ class PixelLBFGS:
         coef = torch.zeros(2 * cap, dtype=torch.float64, device=g.device)
         coef[order] = top  # along S
         coef[order + cap] = -gamma * w  # along Y
-        hg = torch.addmv(g * self._gamma, self._buffer.view(2 * cap, -1).t(), coef.to(g.dtype))
+        hg = torch.addmv(g * self._gamma, buf.view(2 * cap, -1).t(), coef.to(g.dtype))
         return hg.mul_(-self.lr)
+
+
+class PixelAdam:
+    """Adam (Kingma & Ba 2015) on ``x`` behind the :class:`PixelOptimizer` interface; ``x`` is
+    clamped to [0, 1] after every step, so no range penalty is needed. Nothing carries over to a
+    fresh optimiser (:meth:`last_move` is None)."""
+
+    needs_range_penalty = False
+
+    def __init__(self, x: Tensor, *, lr: float = 0.02) -> None:
+        self.x = x
+        self._adam = torch.optim.Adam([x], lr=lr)
+
+    def step(self, grad: Tensor) -> None:
+        if self.x.grad is not grad:
+            self.x.grad = grad
+        self._adam.step()
+        with torch.no_grad():
+            self.x.clamp_(0, 1)
+
+    def last_move(self) -> tuple[Tensor, Tensor] | None:
+        return None
+
+    def continue_from(self, step: Tensor, grad: Tensor) -> None:
+        """Adam's moments are not carried: the resumed part starts them afresh."""
+
+
+def lbfgs_history(pixels: int) -> int:
+    """L-BFGS pairs kept for an image of ``pixels`` pixels: 5 … 100 within LBFGS_HISTORY_BYTES."""
+    return int(min(100, max(5, LBFGS_HISTORY_BYTES // (2 * 3 * 4 * pixels))))
+
+
+def make_optimizer(name: str, x: Tensor, learning_rate: float | None) -> PixelOptimizer:
+    """``"lbfgs"`` (lr 1 by default) or ``"adam"`` (lr 0.02) on the pixels ``x`` ``(1, 3, H, W)``."""
+    if name == "lbfgs":
+        return PixelLBFGS(x, lr=learning_rate or 1.0, history=lbfgs_history(x.shape[-1] * x.shape[-2]))
+    return PixelAdam(x, lr=learning_rate or 0.02)

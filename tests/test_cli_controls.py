@@ -26,8 +26,7 @@ from nst_cli import exit_codes
 from nst_cli.record import load_record
 from nst_cli.settings import resolve
 
-from conftest import EXAMPLES
-from test_cli import CONTENT, STYLE, events, nst
+from helpers import CONTENT, EXAMPLES, STYLE, events, nst
 
 SCREAM = EXAMPLES / "the_scream.jpg"
 SKY = EXAMPLES / "tubingen_sky_mask.png"
@@ -175,7 +174,7 @@ def test_strength_is_in_the_record(tmp_path):
     assert record["config"]["style_weight"] == pytest.approx(20.0)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])  # fp16 on a CPU: ~10 s
 def test_half_precision_runs_the_network_in_half_and_stays_close(tmp_path, plain_float32, precision):
     out = tmp_path / f"{precision}.png"
     run_ok(CONTENT, STYLE, "-o", out, *TINY, "--steps", 10, "--seed", 0, "--precision", precision)

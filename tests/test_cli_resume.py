@@ -18,9 +18,7 @@ from nst_core.resume import RESUME_FORMAT, load_state
 
 from nst_cli import exit_codes
 
-from conftest import EXAMPLES
-from test_cli import CONTENT, STYLE, events, install_plugin, nst, site  # noqa: F401  (site is a fixture)
-from test_cli_subprocess import check_documented
+from helpers import CONTENT, EXAMPLES, STYLE, check_documented, events, install_plugin, nst
 
 SIGTERM_AT = """\
     import os, signal

@@ -8,55 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import signal
 import subprocess
-import sys
 import threading
 
 from nst_core.image import read_image, resize
 
-from conftest import EXAMPLES
-
-ROOT = Path(__file__).resolve().parent.parent
-NST = Path(sys.executable).with_name("nst")
-CONTENT = EXAMPLES / "tubingen.jpg"
-STYLE = EXAMPLES / "starry_night.jpg"
-ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
-
-
-def documented_events() -> dict[str, dict]:
-    """The example event of each kind from PROGRESS_JSONL.md's ```jsonl block."""
-    text = (ROOT / "plugins" / "cli" / "PROGRESS_JSONL.md").read_text()
-    block = text.split("```jsonl\n", 1)[1].split("```", 1)[0]
-    return {event["event"]: event for event in map(json.loads, block.splitlines())}
-
-
-def same_shape(documented, actual) -> bool:
-    """``actual`` has the JSON type of ``documented`` (numbers: any int or float)."""
-    if isinstance(documented, bool) or documented is None:
-        return type(actual) is type(documented)
-    if isinstance(documented, float):
-        return isinstance(actual, (int, float)) and not isinstance(actual, bool)
-    if isinstance(documented, int):
-        return isinstance(actual, int) and not isinstance(actual, bool)
-    if isinstance(documented, str):
-        return isinstance(actual, str)
-    if isinstance(documented, list):
-        return isinstance(actual, list) and all(same_shape(documented[0], item) for item in actual)
-    if isinstance(documented, dict):
-        sample = next(iter(documented.values()))
-        return isinstance(actual, dict) and all(isinstance(k, str) and same_shape(sample, v)
-                                                for k, v in actual.items())
-    raise AssertionError(f"unexpected documented value {documented!r}")
-
-
-def check_documented(event: dict) -> None:
-    documented = documented_events()[event["event"]]
-    assert set(event) == set(documented), (event, documented)
-    for key, value in event.items():
-        assert same_shape(documented[key], value), (key, value, documented[key])
-
+from helpers import CONTENT, ENV, NST, STYLE, check_documented
 
 def test_console_script_run_follows_the_jsonl_contract(tmp_path):
     assert NST.is_file(), f"the console script {NST} is not installed"

@@ -11,7 +11,7 @@ import torch
 from nst_core import LossSpec, StyleConfig, stylize
 from nst_core.device import resolve_device
 from nst_core import engine
-from nst_core.engine import scale_sizes, working_shape
+from nst_core.planning import scale_sizes, working_shape
 from nst_core.errors import ConfigError, DeviceError, UnknownNameError
 
 

@@ -30,7 +30,7 @@ import torch
 from nst_core import stylize
 from nst_core.errors import NSTError
 from nst_core.image import fit_longest_side, read_image
-from test_image_writers import iccp_chunk, png_chunk, rgb_profile, write_png, write_tiff
+from image_writers import iccp_chunk, png_chunk, rgb_profile, write_png, write_tiff
 
 PILLOW_MODES = ["L", "LA", "RGB", "RGBA", "P", "P+transparency", "I;16", "CMYK", "1"]
 RAW_MODES = {"RGB;16": (2, 3), "RGBA;16": (6, 4), "LA;16": (4, 2), "L;2": (0, 1), "L;4": (0, 1)}

@@ -181,7 +181,8 @@ def test_find_engine_without_install_says_what_to_do(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 RUN_EVENTS = [
-    {"event": "start", "version": "0.1.0", "device": "cpu", "seed": 1, "sizes": [[91, 64], [128, 90]],
+    {"event": "start", "version": "0.1.0", "device": "cpu", "precision": "bf16", "seed": 1,
+     "sizes": [[91, 64], [128, 90]],
      "total": 4, "output": "/t/o.png"},
     {"event": "step", "step": 1, "total": 4, "scale": 1, "scales": 2, "size": [91, 64], "loss": 9.0,
      "terms": {"content": 0.0, "gram": 9.0}, "elapsed": 2.0, "eta": 125.0},
@@ -200,10 +201,11 @@ def test_parse_event_ignores_non_events():
     assert bridge.parse_event(' {"event": "step", "step": 1}\n') == {"event": "step", "step": 1}
 
 
-def test_run_state_turns_events_into_progress_text():
-    state = bridge.RunState()
+def test_engine_events_turn_into_progress_text():
+    state = bridge.EngineEvents()
     texts = [state.feed(event) for event in RUN_EVENTS]
-    assert texts[0] == "Style transfer: starting 4 steps on cpu"
+    assert texts[0] == "Style transfer: starting 4 steps on cpu (bf16), 91\u00d764 \u2192 128\u00d790"  # the plan
+    assert state.sizes == ((91, 64), (128, 90)) and state.precision == "bf16"
     assert texts[1] == "Style transfer: step 1/4, scale 1/2 (91\u00d764), about 2 min 05 s left"
     assert texts[2] is None and state.warnings == ["style image is small; upscaled"]
     assert texts[3] == "Style transfer: step 4/4, scale 2/2 (128\u00d790)"  # no "0 s left" at the end
@@ -212,10 +214,10 @@ def test_run_state_turns_events_into_progress_text():
     assert state.error is None and state.seed == 1
 
 
-def test_run_state_fraction_before_start_and_midway():
-    state = bridge.RunState()
+def test_engine_events_fraction_before_start_and_midway():
+    state = bridge.EngineEvents()
     assert state.fraction == 0.0
-    state.feed({"event": "start", "total": 8})
+    assert state.feed({"event": "start", "total": 8, "sizes": [[1, "x"]]}) == "Style transfer: starting 8 steps"
     state.feed({"event": "step", "step": 2, "total": 8})
     assert state.fraction == 0.25
 
@@ -233,7 +235,7 @@ def test_format_duration(seconds, text):
 
 
 def test_failure_message_prefers_the_engines_own_words():
-    state = bridge.RunState()
+    state = bridge.EngineEvents()
     state.feed({"event": "error", "message": "style.jpg: no such file;\ncheck the path", "exit_code": 1})
     message = bridge.failure_message(1, state, "nst: error: something else", None)
     assert message == "Neural style transfer failed: style.jpg: no such file; check the path"
@@ -241,7 +243,7 @@ def test_failure_message_prefers_the_engines_own_words():
 
 def test_failure_message_falls_back_to_stderr_then_exit_code():
     engine = bridge.EngineLocation("/venv/bin/python", "NST_GIMP_PYTHON")
-    state = bridge.RunState()
+    state = bridge.EngineEvents()
     assert "No module named nst_cli" in bridge.failure_message(1, state, "/usr/bin/python3: No module named nst_cli",
                                                                engine)
     assert "killed by SIGKILL" in bridge.failure_message(-9, state, "", engine)
@@ -286,12 +288,12 @@ def test_usage_error_of_the_real_cli_is_readable(tmp_path, examples):
 
 
 def test_outcome_error_accepts_a_non_finite_result_with_a_warning():
-    state = bridge.RunState(output="/t/o.png")
+    state = bridge.EngineEvents(output="/t/o.png")
     state.feed({"event": "done", "output": "/t/o.png", "status": "non-finite", "message": "loss became NaN"})
     assert bridge.outcome_error(bridge.EngineOutcome(3, state, "")) is None
     assert state.warnings == ["loss became NaN"]
-    assert bridge.outcome_error(bridge.EngineOutcome(0, bridge.RunState(), "")) is None
-    assert bridge.outcome_error(bridge.EngineOutcome(143, bridge.RunState(), "")).endswith("(exit code 143)")
+    assert bridge.outcome_error(bridge.EngineOutcome(0, bridge.EngineEvents(), "")) is None
+    assert bridge.outcome_error(bridge.EngineOutcome(143, bridge.EngineEvents(), "")).endswith("(exit code 143)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,16 +365,16 @@ def test_write_png_rejects_wrong_sizes(tmp_path):
 
 
 @pytest.mark.parametrize(("dtype", "size"), [(np.uint8, 1), (np.uint16, 2), (np.float32, 4)])
-def test_replace_colour_keep_alpha(dtype, size):
+def test_replace_color_keep_alpha(dtype, size):
     rng = np.random.default_rng(size)
     original = (rng.random((9, 11, 4)) * 200).astype(dtype)
     stylised = (rng.random((9, 11, 4)) * 200).astype(dtype)
-    merged = np.frombuffer(bridge.replace_colour_keep_alpha(original.tobytes(), stylised.tobytes(), size),
+    merged = np.frombuffer(bridge.replace_color_keep_alpha(original.tobytes(), stylised.tobytes(), size),
                            dtype=dtype).reshape(9, 11, 4)
     assert np.array_equal(merged[..., :3], stylised[..., :3])
     assert np.array_equal(merged[..., 3], original[..., 3])
     with pytest.raises(ValueError):
-        bridge.replace_colour_keep_alpha(b"\0" * 8, b"\0" * 4, 1)
+        bridge.replace_color_keep_alpha(b"\0" * 8, b"\0" * 4, 1)
 
 
 def test_work_region():

@@ -19,7 +19,7 @@ import torch
 
 from nst_core.errors import ImageError
 from nst_core.image import LoadedImage, _orient, read_image, save_image
-from test_image_writers import (colorants_d50, expected_srgb, gray_profile, iccp_chunk, png_chunk, rgb_profile, srgb_encode,
+from image_writers import (colorants_d50, expected_srgb, gray_profile, iccp_chunk, png_chunk, rgb_profile, srgb_encode,
                                 write_png, write_tiff)
 
 ADOBE = ("Adobe RGB (1998)", 563 / 256)

@@ -6,13 +6,10 @@ file that was cut short.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 import io
 import os
 from pathlib import Path
-import shutil
 import struct
-import tempfile
 import threading
 import warnings
 
@@ -22,7 +19,8 @@ import pytest
 
 from nst_core.errors import ConfigError, ImageError, NSTError
 from nst_core.image import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, read_image
-from test_image_writers import png_chunk, write_png
+from helpers import as_unprivileged_user
+from image_writers import png_chunk, write_png
 
 
 @pytest.fixture(autouse=True)
@@ -42,34 +40,6 @@ def refused(path, *, match: str = "") -> str:
     assert match.lower() in message.lower(), message
     assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
     return message
-
-
-@contextmanager
-def as_unprivileged_user():
-    """Run the block with the effective user and group 'nobody' (65534) when we are root, so that
-    file permissions really apply; skip where that is impossible."""
-    if os.geteuid() != 0:
-        yield
-        return
-    try:
-        os.setegid(65534)
-        os.seteuid(65534)
-    except (PermissionError, AttributeError):
-        pytest.skip("running as root and cannot drop privileges, so chmod does not block reads")
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
-
-
-@pytest.fixture
-def shared_dir():
-    """A folder that an unprivileged user can enter (pytest's tmp_path parents are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="nst-image-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def jpeg_bytes(width: int = 96, height: int = 64, **options) -> bytes:

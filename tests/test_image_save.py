@@ -22,8 +22,8 @@ import torch
 
 from nst_core.errors import ImageError
 from nst_core.image import FORMATS, read_image, save_image
-from test_image_refuse import as_unprivileged_user, shared_dir  # noqa: F401 - fixture
-from test_image_writers import gray_profile
+from helpers import as_unprivileged_user
+from image_writers import gray_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import torch
 from nst_core import stylize
 from nst_core.errors import ImageError, NSTError
 from nst_core.image import fit_longest_side
-from test_image_writers import iccp_chunk, rgb_profile, write_png
+from image_writers import iccp_chunk, rgb_profile, write_png
 
 RUN = {"size": 64, "steps": 1, "seed": 0}
 

@@ -8,26 +8,26 @@ from nst_core._markers import hookimpl
 from nst_core.types import LayerSchedule
 
 
-def _normalised(raw: Mapping[str, float]) -> dict[str, float]:
+def _normalized(raw: Mapping[str, float]) -> dict[str, float]:
     total = sum(raw.values())
     return {layer: value / total for layer, value in raw.items()}
 
 
 def uniform(layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
     """λ[l] = 1 / L: every layer counts the same (the Gatys et al. 2015 paper, w_l = 1/5)."""
-    return _normalised({layer: 1.0 for layer in layers})
+    return _normalized({layer: 1.0 for layer in layers})
 
 
 def inverse_channels(layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
     """λ[l] ∝ 1 / nC[l]²: Gatys' own reference code (1e3 / n², n = 64 ... 512)."""
-    return _normalised({layer: 1.0 / channels[layer] ** 2 for layer in layers})
+    return _normalized({layer: 1.0 / channels[layer] ** 2 for layer in layers})
 
 
 def geometric(layers: Sequence[str], channels: Mapping[str, int], progress: float,
               ratio: float = 0.25) -> dict[str, float]:
     """λ[l] ∝ ratio^k for the k-th layer (shallow first): deeper layers down-weighted by 4× each,
     as crowsonkb's style-transfer-pytorch does (256 : 64 : 16 : 4 : 1)."""
-    return _normalised({layer: ratio ** k for k, layer in enumerate(layers)})
+    return _normalized({layer: ratio ** k for k, layer in enumerate(layers)})
 
 
 def coarse_to_fine(layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
@@ -42,7 +42,7 @@ def coarse_to_fine(layers: Sequence[str], channels: Mapping[str, int], progress:
     if n == 1:
         return base
     depth = {layer: k / (n - 1) for k, layer in enumerate(layers)}  # 0 shallow .. 1 deep
-    return _normalised({layer: base[layer] * ((1 - progress) * depth[layer] + progress * (1 - depth[layer]) + 1e-3)
+    return _normalized({layer: base[layer] * ((1 - progress) * depth[layer] + progress * (1 - depth[layer]) + 1e-3)
                         for layer in layers})
 
 

@@ -29,7 +29,7 @@ import stat
 import time
 
 from nst_core.config import StyleConfig
-from nst_core.engine import scale_sizes
+from nst_core.planning import scale_sizes
 from nst_core.errors import ConfigError, ImageError
 from nst_core.image import FORMATS, PART_SUFFIX_LENGTH, is_temporary_of, probe_writable
 from nst_core.resume import resume_path

@@ -23,7 +23,7 @@ from typing import Any
 
 from nst_core import StyleConfig
 from nst_core.config import config_from_dict
-from nst_core.engine import RECORD_KEY
+from nst_core.result import RECORD_KEY
 from nst_core.errors import ConfigError, NSTError
 from nst_core.image import open_regular_file
 

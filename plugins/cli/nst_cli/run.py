@@ -1,8 +1,9 @@
 """``nst run``: stylise one image. Validates everything cheap first, then calls nst_core.stylize.
 
 Order: plug-ins, the run record (``--from-record``), settings (record < preset < config file <
-command line), inputs, output path, input images and masks, device, names and layers (the
-engine's ``plan_run``), seed, the resume file (``--resume``); then the ``start`` event, the run,
+command line), inputs, output path, input images and masks, then the engine's plan (device,
+precision, names and layers, seed, sizes, memory: :func:`nst_core.plan`), the resume file
+(``--resume``); then the ``start`` event (which prints the plan), the run (:func:`nst_core.run`),
 the output file with its run record and the ``done`` event. A user error stops before anything is
 written; Ctrl-C / SIGTERM stop the run and the best image so far is saved (and, with
 ``--checkpoint-every`` or ``--resume``, where it stopped: :mod:`nst_cli.resume_file`).
@@ -13,30 +14,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-import secrets
 from typing import Annotated, Any
 
 from torch import Tensor
 import typer
 
 import nst_core
-from nst_core import NSTError, Progress, Registries, StyleConfig, StyleResult
-from nst_core.engine import plan_run, scale_sizes, working_shape
+from nst_core import NSTError, Progress, RunPlan, StyleResult
 from nst_core.errors import ConfigError
-from nst_core.precision import resolve_precision
 from nst_core.image import LoadedImage
 
-from nst_cli import exit_codes, options, output_guard
+from nst_cli import exit_codes, options, output_guard, run_options
 from nst_cli.output_guard import intermediate_path
 from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
-from nst_cli.render import Outcome, ProgressMode, Reporter, RunInfo, make_reporter
+from nst_cli.render import Outcome, Reporter, RunInfo, make_reporter
 from nst_cli.resume_file import ResumeFile
-from nst_cli.settings import SETTINGS, RunSettings, resolve
+from nst_cli.run_options import FILES, OUTPUT
+from nst_cli.settings import RunSettings, resolve
 from nst_cli.signals import Aborted, StopOnSignal
-
-DEFAULTS = StyleConfig()
-
 
 def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False,
                  save_every: int | None = None, total: int | None = None) -> None:
@@ -45,13 +41,6 @@ def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, 
     (:mod:`nst_cli.output_guard`)."""
     output_guard.check_output(output, inputs, record=record, resume=resume, save_every=save_every, total=total)
     output_guard.remove_stale_parts(output)
-
-
-def planned_sizes(config: StyleConfig, image: LoadedImage) -> tuple[tuple[int, int], ...]:
-    """The working ``(width, height)`` of each scale, computed as :func:`nst_core.stylize` does."""
-    height, width = image.rgb.shape[-2:]
-    sides = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
-    return tuple((w, h) for h, w in (working_shape(height, width, side) for side in sides))
 
 
 @dataclass(frozen=True)
@@ -64,7 +53,8 @@ class Job:
     settings: RunSettings
     masks: tuple[Path | None, ...] | None
     """One per style (None: the whole image), or None: no masks."""
-    registries: Registries
+    plan: RunPlan
+    """The engine's decisions (device, precision, seed, sizes, memory), printed before the run."""
     info: RunInfo
     alpha: Tensor | None
     """The content's alpha (or None), put back on intermediate images."""
@@ -146,23 +136,24 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
     notes = tuple(note for image in images for note in image.notes)
     for note in notes:
         reporter.warning(note)
-    device = nst_core.resolve_device(config.device)
-    config = config.replace(precision=resolve_precision(config.precision, device))  # the record says what ran
-    settings = replace(settings, config=config)
-    plan_run(config, registries)  # every name and layer (and the backbone's weights), before the start event
     state = resume_file.state if resume_file is not None else None
-    if config.seed is None:
-        config = config.replace(seed=state.seed if state is not None else secrets.randbelow(2**31))
-        settings = replace(settings, config=config)
-    sizes = planned_sizes(config, images[0])
+    if config.seed is None and state is not None:
+        config = config.replace(seed=state.seed)
+    plan = nst_core.plan(content, list(styles), config, registries=registries, init_image=settings.init_image,
+                         style_masks=None if masks is None else list(masks))
+    settings = replace(settings, config=plan.config)  # the record says what ran: precision and seed
+    for note in plan.notes:
+        if note not in notes:
+            reporter.warning(note)
     if resume_file is not None:
         init = images[1 + len(styles)] if settings.init_image else None
-        resume_file.check(config, images[:1 + len(styles)], mask_images, init, sizes)
-    info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__, device=str(device),
-                   precision=config.precision, seed=config.seed, sizes=sizes, total=config.steps * len(sizes),
-                   resumed=state.step if state is not None else 0,
+        resume_file.check(plan.config, images[:1 + len(styles)], mask_images, init, plan.sizes)
+    info = RunInfo(content=content, styles=styles, output=output, version=nst_core.__version__,
+                   device=str(plan.device), precision=plan.config.precision, seed=plan.seed, sizes=plan.sizes,
+                   total=plan.total_steps, resumed=state.step if state is not None else 0,
                    resume_file=resume_file.path if state is not None else None)
-    return Job(content, styles, output, settings, masks, registries, info, images[0].alpha, notes, resume_file)
+    return Job(content, styles, output, settings, masks, plan, info, images[0].alpha, (*notes, *plan.notes),
+               resume_file)
 
 
 def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, int]:
@@ -183,11 +174,8 @@ def execute(job: Job, reporter: Reporter, stop: StopOnSignal) -> tuple[Outcome, 
             job.resume.on_progress(progress, reporter)
 
     reporter.start(job.info)
-    result = nst_core.stylize(job.content, list(job.styles), job.settings.config, registries=job.registries,
-                              init_image=job.settings.init_image,
-                              style_masks=None if job.masks is None else list(job.masks),
-                              on_progress=on_progress, should_stop=stop,
-                              resume=job.resume.state if job.resume is not None else None)
+    result = nst_core.run(job.plan, on_progress=on_progress, should_stop=stop,
+                          resume=job.resume.state if job.resume is not None else None)
     for note in result.notes:
         if note not in job.notes:
             reporter.warning(note)
@@ -219,14 +207,6 @@ def _finish(result: StyleResult, job: Job, stop: StopOnSignal, reporter: Reporte
                       record=sidecar_path(Path(written)) if record else None)
     return outcome, code
 
-
-OUTPUT = "Output"
-LOOK = "Strength, colour and masks"
-SIZE = "Size, steps and optimiser"
-WEIGHTS = "Weights"
-LAYERS = "Layers and loss terms"
-START = "Start, seed, device and precision"
-FILES = "Presets, config files and run records"
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -274,13 +254,10 @@ EPILOG = """\
 """
 
 
-def _option(help: str, panel: str, *names: str, default: Any = None) -> Any:
-    """A ``typer.Option`` defaulting to None ("not given"); ``default`` is StyleConfig's, shown in the help."""
-    if default is not None:
-        help = f"{help} Default: {default:g}." if isinstance(default, float) else f"{help} Default: {default}."
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel)
+_option = run_options.option
 
 
+@run_options.with_run_options
 def run(
     ctx: typer.Context,
     output: Annotated[Path, _option("Where to write the result: .png .jpg .jpeg .webp .tif .tiff (atomically).",
@@ -300,83 +277,10 @@ def run(
         "--resume", show_default=False, rich_help_panel=OUTPUT,
         help="Continue the stopped run whose state is in OUT.resume.pt, at its scale and step; give the same "
              "inputs and settings (the seed may be left out). L-BFGS keeps only its last move.")] = False,
-    record: Annotated[bool | None, typer.Option(
-        "--record/--no-record", show_default=False, rich_help_panel=FILES,
-        help="Store the run record (settings, seed, versions, input paths) in the PNG's text and in OUT.json. "
-             "Default: on.")] = None,
     from_record: Annotated[Path | None, _option("Repeat a run: settings, seed and inputs from FILE, an image "
                                                 "written by nst run or its .json record. CONTENT, STYLE and "
                                                 "options given here override the record's.", FILES,
                                                 "--from-record")] = None,
-    preset: Annotated[str | None, _option("Start from a preset (`nst list presets`); your options override it.",
-                                          FILES)] = None,
-    config: Annotated[Path | None, _option("A TOML file with the long options as keys (size = 512, style-layers "
-                                           "= [...]); command-line options override it.", FILES, "--config")] = None,
-    strength: Annotated[float | None, _option(
-        "One slider from content (0) to style (1); 0.5 changes nothing. It multiplies the style weight "
-        "(--style-weight, else the preset's or 1): weight = style-weight × 10^(4 × (strength − 0.5)), so "
-        "0 → ÷100, 0.25 → ÷10, 0.75 → ×10, 1 → ×100. The GIMP dialog's strength slider is this × 100.",
-        LOOK)] = None,
-    preserve_color: Annotated[str | None, _option(
-        "Keep the content's colours: none; luminance (style only the brightness, Gatys et al. 2016); "
-        "histogram (recolour the style images to the content's colours first).", LOOK,
-        default=DEFAULTS.preserve_color)] = None,
-    mask: Annotated[list[str] | None, _option(
-        "Where a style applies: a grey or alpha image, white/opaque = style, black/transparent = content, soft "
-        "edges blend. Give one --mask per style image, in the same order; 'none' = the whole image. Outside "
-        "every mask the content is kept.", LOOK, "--mask")] = None,
-    size: Annotated[int | None, _option("Longest side of the output in pixels.", SIZE, default=DEFAULTS.size)] = None,
-    steps: Annotated[int | None, _option("Optimiser steps per scale.", SIZE, default=DEFAULTS.steps)] = None,
-    scales: Annotated[int | None, _option("Coarse-to-fine scales. Default: as many as fit from --min-scale-size "
-                                          "to --size.", SIZE)] = None,
-    scale_factor: Annotated[float | None, _option("Size ratio between scales.", SIZE,
-                                                  default=DEFAULTS.scale_factor)] = None,
-    min_scale_size: Annotated[int | None, _option("Longest side of the coarsest scale.", SIZE,
-                                                  default=DEFAULTS.min_scale_size)] = None,
-    optimizer: Annotated[str | None, _option("lbfgs or adam.", SIZE, default=DEFAULTS.optimizer)] = None,
-    lr: Annotated[float | None, _option("Learning rate. Default: 1 for lbfgs, 0.02 for adam.", SIZE)] = None,
-    content_weight: Annotated[float | None, _option("α, the weight of the content loss.", WEIGHTS,
-                                                    default=DEFAULTS.content_weight)] = None,
-    style_weight: Annotated[float | None, _option("β, the weight of the style loss.", WEIGHTS,
-                                                  default=DEFAULTS.style_weight)] = None,
-    style_blend: Annotated[str | None, _option("One weight per style image, comma separated (0.7,0.3). "
-                                               "Default: equal.", WEIGHTS)] = None,
-    tv_weight: Annotated[float | None, _option("Total-variation weight (smoothness).", WEIGHTS,
-                                               default=DEFAULTS.tv_weight)] = None,
-    style_scale: Annotated[float | None, _option("Style image size relative to the working size (bigger: larger "
-                                                 "brush strokes).", WEIGHTS, default=DEFAULTS.style_scale)] = None,
-    backbone: Annotated[str | None, _option("Feature network (`nst list backbones`).", LAYERS,
-                                            default=DEFAULTS.backbone)] = None,
-    pooling: Annotated[str | None, _option("max or avg.", LAYERS, default=DEFAULTS.pooling)] = None,
-    content_layers: Annotated[str | None, _option("Comma-separated content layers (`nst list layers`). "
-                                                  "Default: the backbone's (relu4_2).", LAYERS)] = None,
-    style_layers: Annotated[str | None, _option("Comma-separated style layers. Default: the backbone's "
-                                                "(relu1_1 ... relu5_1).", LAYERS)] = None,
-    layer_schedule: Annotated[str | None, _option("How the style layers are weighted (`nst list schedules`).",
-                                                  LAYERS, default=DEFAULTS.layer_schedule)] = None,
-    layer_weights: Annotated[str | None, _option("Explicit style layer weights instead of a schedule: "
-                                                 "relu1_1=0.5,relu2_1=0.5.", LAYERS)] = None,
-    style_loss: Annotated[str | None, _option("The style loss term (`nst list losses`).", LAYERS,
-                                              default=DEFAULTS.style_loss)] = None,
-    loss: Annotated[list[str] | None, _option("Add a loss term, plug-in terms too: NAME[:WEIGHT][,key=value...], "
-                                              "e.g. mean-color:0.5,power=1. Repeatable.", LAYERS)] = None,
-    init: Annotated[str | None, _option("Starting image: content, noise, gray or an image path.", START,
-                                        default=DEFAULTS.init)] = None,
-    seed: Annotated[int | None, _option("Random seed. Default: a new one, printed so the run can be repeated.",
-                                        START)] = None,
-    device: Annotated[str | None, _option("auto, cpu, cuda, cuda:N or mps.", START, default=DEFAULTS.device)] = None,
-    precision: Annotated[str | None, _option("float32; or bf16 / fp16: the network runs in half precision "
-                                             "(~3x faster where the chip computes it natively, less memory), the "
-                                             "losses stay float32; auto: bf16 on such chips (CUDA Ampere or newer, "
-                                             "CPUs with AMX or AVX512-BF16), else float32. The start line says "
-                                             "which.", START, default=DEFAULTS.precision)] = None,
-    on_oom: Annotated[str | None, _option(
-        "When the device runs out of memory mid-run: fail (a one-line error), or retry: switch on gradient "
-        "checkpointing, then bf16, and go on from the best image so far (a warning says what changed).", START,
-        default=DEFAULTS.on_oom)] = None,
-    progress: Annotated[ProgressMode, typer.Option(help="rich (a bar), plain (lines), jsonl (JSON events on stdout) "
-                                                   "or none. auto: rich on a terminal, else plain.",
-                                                   rich_help_panel=OUTPUT)] = ProgressMode.auto,
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write the result to OUT.
 
@@ -391,8 +295,9 @@ def run(
         if not styles:
             raise typer.BadParameter("give at least one STYLE image after CONTENT (or --from-record FILE)",
                                      param_hint="'STYLE'")
-    command_line = {setting.key: ctx.params[setting.param] for setting in SETTINGS}
-    with make_reporter(progress) as reporter, StopOnSignal() as stop:
+    command_line = run_options.command_line(ctx.params)
+    config = run_options.config_file(ctx.params)
+    with make_reporter(run_options.progress_mode(ctx.params)) as reporter, StopOnSignal() as stop:
         try:
             job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record, resume)
             outcome, code = execute(job, reporter, stop)

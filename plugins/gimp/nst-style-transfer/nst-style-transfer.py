@@ -106,7 +106,7 @@ def insert_result(image, source, stylised, region, fmt, bytes_per_sample, name, 
     layer.set_visible(True)
     rect = Gegl.Rectangle.new(x, y, width, height)
     original = bytes(source.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
-    pixels = bridge.replace_colour_keep_alpha(original, stylised, bytes_per_sample)
+    pixels = bridge.replace_color_keep_alpha(original, stylised, bytes_per_sample)
     # The layer is new (its insertion is the undo step), so its buffer is written directly; a
     # shadow buffer + merge_shadow would be clipped and blended by the selection a second time.
     buffer = layer.get_buffer()

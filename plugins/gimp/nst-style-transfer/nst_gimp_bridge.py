@@ -223,12 +223,15 @@ def format_duration(seconds: float | None) -> str:
 
 
 @dataclass
-class RunState:
+class EngineEvents:
     """What the events of one run said so far; :meth:`feed` returns text for GIMP's progress bar."""
 
     total: int = 0
     step: int = 0
     device: str = ""
+    precision: str = ""
+    sizes: tuple[tuple[int, int], ...] = ()
+    """The engine's plan: the working (width, height) of each scale, coarse to fine."""
     seed: int | None = None
     output: str | None = None
     status: str | None = None       # the "done" event's status
@@ -247,10 +250,11 @@ class RunState:
         if kind == "start":
             self.total = _int(event.get("total"), self.total)
             self.device = str(event.get("device") or "")
+            self.precision = str(event.get("precision") or "")
+            self.sizes = _sizes(event.get("sizes"))
             self.seed = _int(event.get("seed"), None)
             self.output = event.get("output") or self.output
-            on = f" on {self.device}" if self.device else ""
-            return f"Style transfer: starting {self.total} steps{on}"
+            return self.start_text()
         if kind == "step":
             self.step = _int(event.get("step"), self.step)
             self.total = _int(event.get("total"), self.total)
@@ -275,6 +279,15 @@ class RunState:
             return None
         return None
 
+    def start_text(self) -> str:
+        """``Style transfer: 300 steps on cpu (bf16), 128×96 → 256×192``: the engine's plan."""
+        text = f"Style transfer: starting {self.total} steps"
+        if self.device:
+            text += f" on {self.device}" + (f" ({self.precision})" if self.precision else "")
+        if self.sizes:
+            text += ", " + " \u2192 ".join(f"{w}\u00d7{h}" for w, h in self.sizes)
+        return text
+
     def step_text(self, event: Mapping) -> str:
         text = f"Style transfer: step {self.step}/{self.total}"
         scales = _int(event.get("scales"), 1)
@@ -294,6 +307,18 @@ def _int(value, default):
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def _sizes(value: object) -> tuple[tuple[int, int], ...]:
+    """The start event's ``sizes`` ([[w, h], ...]) as pairs of ints; anything malformed: ()."""
+    if not isinstance(value, (list, tuple)):
+        return ()
+    pairs = []
+    for size in value:
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            return ()
+        pairs.append((size[0], size[1]))
+    return tuple(pairs)
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -339,7 +364,7 @@ EXIT_MEANINGS = {
 }
 
 
-def failure_message(returncode: int | None, state: RunState, stderr_line: str, engine: EngineLocation | None) -> str:
+def failure_message(returncode: int | None, state: EngineEvents, stderr_line: str, engine: EngineLocation | None) -> str:
     """One line for GIMP's error message: the engine's own words first, then what we know."""
     if state.error:
         return f"Neural style transfer failed: {state.error}"
@@ -491,7 +516,7 @@ def become_group_leader() -> None:
 @dataclass
 class EngineOutcome:
     returncode: int
-    state: RunState
+    state: EngineEvents
     stderr_line: str
 
 
@@ -508,7 +533,7 @@ def run_engine(argv: Sequence[str], workdir: str, on_progress: Callable[[float, 
     popen_kw: dict = {}
     if sys.platform.startswith("linux"):
         popen_kw["preexec_fn"] = _child_setup
-    state = RunState()
+    state = EngineEvents()
     with open(stderr_path, "wb") as err:
         try:
             proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
@@ -585,7 +610,7 @@ def write_png(path: str, width: int, height: int, data: bytes, *, channels: int 
         f.write(chunk(b"IEND", b""))
 
 
-def replace_colour_keep_alpha(original: bytes, stylised: bytes, bytes_per_sample: int) -> bytes:
+def replace_color_keep_alpha(original: bytes, stylised: bytes, bytes_per_sample: int) -> bytes:
     """RGBA pixels with the colour of ``stylised`` and the alpha of ``original`` (same format).
 
     Both are interleaved R, G, B, A samples of ``bytes_per_sample`` bytes each; the copy runs as
