@@ -807,24 +807,7 @@ def save_together(files: Sequence[tuple[str | os.PathLike, FileData]]) -> list[P
     temporaries: list[Path] = []
     try:
         for path, (_, data) in zip(paths, files):
-            try:
-                existing_mode = stat.S_IMODE(os.stat(path).st_mode)
-            except OSError:
-                existing_mode = None
-            try:
-                fd, temporary = _open_temporary(path.parent, path.name)
-                temporaries.append(temporary)
-                with os.fdopen(fd, "wb") as handle:
-                    if callable(data):
-                        data(handle)
-                    else:
-                        handle.write(data)
-                    handle.flush()
-                    _fsync(handle.fileno())
-                if existing_mode is not None:
-                    os.chmod(temporary, existing_mode)
-            except OSError as exc:
-                raise _write_error(path, path.parent, exc) from None
+            _write_temporary(path, data, temporaries)
         done: list[Path] = []
         for path, temporary in zip(paths, list(temporaries)):
             try:
@@ -847,6 +830,29 @@ def save_together(files: Sequence[tuple[str | os.PathLike, FileData]]) -> list[P
     for directory in dict.fromkeys(path.parent for path in paths):
         _sync_directory(directory)
     return paths
+
+
+def _write_temporary(path: Path, data: FileData, temporaries: list[Path]) -> None:
+    """Write ``data`` to a new temporary next to ``path`` (appended to ``temporaries`` as soon as it
+    exists), flushed to the disk, with the permission bits of an existing ``path``."""
+    try:
+        existing_mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        existing_mode = None
+    try:
+        fd, temporary = _open_temporary(path.parent, path.name)
+        temporaries.append(temporary)
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            _fsync(handle.fileno())
+        if existing_mode is not None:
+            os.chmod(temporary, existing_mode)
+    except OSError as exc:
+        raise _write_error(path, path.parent, exc) from None
 
 
 def probe_writable(directory: str | os.PathLike, name: str = "probe") -> None:
