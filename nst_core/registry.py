@@ -94,6 +94,8 @@ class Registries:
     tracebacks: dict[str, str] = field(default_factory=dict)
     """``{problem line: the plug-in's formatted traceback}``, for problems that come from an
     exception in plug-in code (``nst --debug`` prints them)."""
+    flow_estimators: Registry[Callable[..., object]] = field(default_factory=lambda: Registry("flow estimator"))
+    """Optical-flow estimator factories for video (``nst_register_flow_estimators``)."""
 
     def provenance(self, kind: str, name: str) -> dict[str, str]:
         """``{"plugin": ..., "distribution": ...}`` of ``name`` in the registry of ``kind``
@@ -106,7 +108,7 @@ def _check_object(kind: str, obj: object) -> str | None:
     """What is wrong with a registered object of ``kind`` (None: nothing)."""
     from nst_core.types import LayerSchedule
 
-    if kind in ("backbone", "loss term") and not callable(obj):
+    if kind in ("backbone", "loss term", "flow estimator") and not callable(obj):
         return f"is a {type(obj).__name__}, not a factory (a class or function that returns the {kind})"
     if kind == "layer schedule" and not isinstance(obj, LayerSchedule):
         return f"is a {type(obj).__name__}; register nst_core.LayerSchedule(fn, varies=...)"
@@ -206,6 +208,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
         (pm.hook.nst_register_loss_terms, regs.loss_terms),
         (pm.hook.nst_register_layer_schedules, regs.schedules),
         (pm.hook.nst_register_presets, regs.presets),
+        (pm.hook.nst_register_flow_estimators, regs.flow_estimators),
     )
     for hook, registry in hooks:
         impls = sorted(hook.get_hookimpls(), key=lambda i: (not pm.is_builtin(i.plugin_name), i.plugin_name))
@@ -213,7 +216,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
             _call_hook(pm, hook.name, impl, registry, regs)
     _check_presets(regs)
     broken = tuple(problems)
-    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets):
+    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets, regs.flow_estimators):
         registry.broken_plugins = broken
     for line in problems:
         warnings.warn(line, PluginWarning, stacklevel=2)
