@@ -19,10 +19,10 @@ from torch import Tensor
 
 from nst_core.config import LossSpec, StyleConfig
 from nst_core.device import resolve_device
-from nst_core.errors import ConfigError, NSTError, PluginError, UnknownNameError
+from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, UnknownNameError
 from nst_core.image import ImageSource, fit_longest_side
 from nst_core.inputs import RunInputs, prepare_inputs
-from nst_core.memory import MemoryPlan, plan_memory
+from nst_core.memory import MemoryPlan, available_bytes, largest_fitting_size, plan_memory
 from nst_core.precision import resolve_precision
 from nst_core.registry import Entry, Registries, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm
@@ -54,6 +54,80 @@ def scale_shapes(config: StyleConfig, height: int, width: int) -> list[tuple[int
     """The working ``(h, w)`` of every scale for a ``height × width`` content image."""
     sides = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
     return [working_shape(height, width, side) for side in sides]
+
+
+def steps_per_scale(config: StyleConfig, scales: int) -> tuple[int, ...]:
+    """Optimiser steps of each of ``scales`` scales, coarse to fine: scale ``i`` runs
+    ``max(1, round(config.steps · config.step_decay^i))`` (all ``config.steps`` at decay 1)."""
+    return tuple(max(1, round(config.steps * config.step_decay ** i)) for i in range(scales))
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The size decisions of a run: what :func:`plan` and the GIMP filter's estimate share.
+
+    ``config`` is the config with ``size`` lowered when ``fit_memory`` had to (else unchanged);
+    ``shapes`` the working ``(h, w)`` per scale, coarse to fine; ``steps`` the steps per scale;
+    ``output_size`` the result's ``(w, h)``; ``requested_size`` the longest side asked for.
+    """
+
+    config: StyleConfig
+    shapes: tuple[tuple[int, int], ...]
+    steps: tuple[int, ...]
+    output_size: tuple[int, int]
+    memory: MemoryPlan | None
+    requested_size: int
+    notes: tuple[str, ...] = ()
+
+
+def plan_sizes(config: StyleConfig, height: int, width: int, device: torch.device, *,
+               model_memory: bool = True, available: int | None = None) -> SizePlan:
+    """Working sizes, steps per scale and the memory decision for a ``height × width`` content.
+
+    With ``config.fit_memory`` a size that cannot fit is lowered to the largest that does (the
+    note says so and by how much the result falls short); otherwise :func:`plan_memory` refuses
+    it. ``model_memory=False`` (a backbone whose memory is not modelled) skips the memory part.
+    :raises ResourceError: it cannot fit, even at the smallest size.
+    """
+    requested = config.size
+    notes: list[str] = []
+
+    def decide(cfg: StyleConfig) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], MemoryPlan | None]:
+        shapes = tuple(scale_shapes(cfg, height, width))
+        steps = steps_per_scale(cfg, len(shapes))
+        if not model_memory:
+            return shapes, steps, None
+        return shapes, steps, plan_memory(list(shapes), precision=cfg.precision, device=device, steps=steps[-1],
+                                          optimizer=cfg.optimizer, checkpoint=cfg.checkpoint, available=available)
+
+    try:
+        shapes, steps, memory = decide(config)
+    except ResourceError:
+        if not config.fit_memory:
+            raise
+        free = available if available is not None else available_bytes(device)
+        h, w = working_shape(height, width, config.size)
+        side = largest_fitting_size(h, w, free or 0, precision=config.precision, device=device,
+                                    checkpoint=config.checkpoint is not False, optimizer=config.optimizer,
+                                    steps=steps_per_scale(config, len(scale_shapes(config, height, width)))[-1])
+        side = min(side, config.size - 1)
+        while True:  # fewer scales can mean more steps (L-BFGS pairs) at the top: step down until it fits
+            if side < MIN_WORKING_SIDE:
+                raise
+            try:
+                shapes, steps, memory = decide(config.replace(size=side))
+                break
+            except ResourceError:
+                side = int(side * 0.9)
+        config = config.replace(size=side)
+        out_h, out_w = fit_longest_side(height, width, side)
+        notes.append(f"memory: {w}×{h} does not fit the free memory of {device.type}, so the run stops at "
+                     f"{out_w}×{out_h} (the largest size that fits) and the result is {requested / side:.2f}× "
+                     f"smaller than asked")
+    if memory is not None and memory.note:
+        notes.append(memory.note)
+    out_h, out_w = fit_longest_side(height, width, config.size)
+    return SizePlan(config, shapes, steps, (out_w, out_h), memory, requested, tuple(notes))
 
 
 def one_line(exc: BaseException) -> str:
@@ -249,15 +323,21 @@ class RunPlan:
     terms: tuple[BoundTerm, ...]
     inputs: RunInputs = field(repr=False)
     notes: tuple[str, ...] = ()
+    steps: tuple[int, ...] = ()
+    """Optimiser steps of each scale, coarse to fine (``()``: ``config.steps`` at every scale)."""
 
     @property
     def sizes(self) -> tuple[tuple[int, int], ...]:
         """Working ``(width, height)`` of each scale, coarse to fine."""
         return tuple((w, h) for h, w in self.shapes)
 
+    def scale_steps(self, scale: int) -> int:
+        """Steps of scale ``scale`` (1 = the coarsest)."""
+        return self.steps[scale - 1] if self.steps else self.config.steps
+
     @property
     def total_steps(self) -> int:
-        return self.config.steps * len(self.shapes)
+        return sum(self.steps) if self.steps else self.config.steps * len(self.shapes)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -295,15 +375,11 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
     inputs = prepare_inputs(content, styles, style_masks, init_image, config, guides)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     height, width = inputs.content.shape[-2:]
-    out_h, out_w = fit_longest_side(height, width, config.size)
-    shapes = tuple(scale_shapes(config, height, width))
-    memory = None
-    notes = list(inputs.notes)
-    if hasattr(model.backbone, "checkpoint"):  # the VGG backbones, whose memory nst_core.memory has measured
-        memory = plan_memory(list(shapes), precision=config.precision, device=device, steps=config.steps,
-                             optimizer=config.optimizer, checkpoint=config.checkpoint)  # ResourceError if it cannot fit
-        if memory.note:
-            notes.append(memory.note)
+    # the VGG backbones, whose memory nst_core.memory has measured; ResourceError if it cannot fit
+    sized = plan_sizes(config, height, width, device, model_memory=hasattr(model.backbone, "checkpoint"))
+    if sized.config.size != config.size:  # fit_memory lowered it: the record says what ran
+        config, requested = sized.config, requested.replace(size=sized.config.size)
     return RunPlan(config=config.replace(seed=seed), requested=requested, device=device, seed=seed,
-                   seed_given=config.seed is not None, shapes=shapes, output_size=(out_w, out_h), memory=memory,
-                   model=model, terms=tuple(terms), inputs=inputs, notes=tuple(notes))
+                   seed_given=config.seed is not None, shapes=sized.shapes, output_size=sized.output_size,
+                   memory=sized.memory, model=model, terms=tuple(terms), inputs=inputs,
+                   notes=(*inputs.notes, *sized.notes), steps=sized.steps)
