@@ -205,3 +205,12 @@ def test_engine_blends_the_stylised_region_into_the_content_with_the_fade_mask(t
     assert diff[20:28, 26:38].mean() > 8  # stylised inside the selection
     border = np.concatenate([diff[0], diff[-1], diff[:, 0], diff[:, -1]])
     assert border.mean() < 0.15 * diff[20:28, 26:38].mean()  # the untouched copy at the edge
+
+
+def test_no_fade_toward_the_layers_own_edges():
+    # the region reaches the layer's left and top edges: nothing lies beyond, so no fade there
+    width, height, pixels = bridge.fade_mask((0, 0, 150, 120), (10, 5, 100, 90), layer_size=(300, 120))
+    mask = np.frombuffer(pixels, np.uint8).reshape(height, width)
+    assert mask[0, 0] == 255 and mask[:, 0].min() == 255 and mask[0, :110].min() == 255
+    assert mask[60, -1] < 10  # the right side ends inside the layer: it fades
+    assert bridge.fade_mask((0, 0, 150, 120), (10, 5, 100, 90), layer_size=(150, 120)) is None

@@ -138,11 +138,11 @@ def selection_region(image, drawable):
     return bridge.work_region(width, height, (x, y, w, h)), (x, y, w, h)
 
 
-def write_fade_mask(region, selection_box, workdir):
+def write_fade_mask(region, selection_box, layer_size, workdir):
     """The engine's --mask fading the style out across the region's margin (None: no margin)."""
     if selection_box is None:
         return None
-    mask = bridge.fade_mask(region, selection_box)
+    mask = bridge.fade_mask(region, selection_box, layer_size)
     if mask is None:
         return None
     path = os.path.join(workdir, "fade-mask.png")
@@ -210,7 +210,8 @@ def stylize(image, drawable, config, run_mode):
         export_rgb_png(drawable, *region, content_path)
         request = make_request(config, region, content=content_path, style=style_path,
                                output=os.path.join(workdir, "result.png"),
-                               mask=write_fade_mask(region, selection_box, workdir))
+                               mask=write_fade_mask(region, selection_box,
+                                                    (drawable.get_width(), drawable.get_height()), workdir))
         argv = bridge.build_argv(engine.python, request)
 
         def on_progress(fraction, text):

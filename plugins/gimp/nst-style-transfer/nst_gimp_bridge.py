@@ -403,9 +403,11 @@ def windows_popen_options(platform: str | None = None) -> dict:
 
 
 def _job_structures():
-    """The ctypes layout of JOBOBJECT_EXTENDED_LIMIT_INFORMATION (winnt.h), built on any OS."""
+    """The ctypes layout of JOBOBJECT_EXTENDED_LIMIT_INFORMATION (winnt.h), built on any OS
+    (DWORD is spelt c_uint32: wintypes.DWORD is c_ulong, 8 bytes outside Windows)."""
     import ctypes
-    from ctypes import wintypes
+
+    dword = ctypes.c_uint32
 
     class IO_COUNTERS(ctypes.Structure):  # noqa: N801 - the Windows name
         _fields_ = [(name, ctypes.c_ulonglong) for name in (
@@ -414,10 +416,10 @@ def _job_structures():
 
     class JOBOBJECT_BASIC_LIMIT_INFORMATION(ctypes.Structure):  # noqa: N801
         _fields_ = [("PerProcessUserTimeLimit", ctypes.c_longlong), ("PerJobUserTimeLimit", ctypes.c_longlong),
-                    ("LimitFlags", wintypes.DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
-                    ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", wintypes.DWORD),
-                    ("Affinity", ctypes.c_size_t), ("PriorityClass", wintypes.DWORD),
-                    ("SchedulingClass", wintypes.DWORD)]
+                    ("LimitFlags", dword), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                    ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", dword),
+                    ("Affinity", ctypes.c_size_t), ("PriorityClass", dword),
+                    ("SchedulingClass", dword)]
 
     class JOBOBJECT_EXTENDED_LIMIT_INFORMATION(ctypes.Structure):  # noqa: N801
         _fields_ = [("BasicLimitInformation", JOBOBJECT_BASIC_LIMIT_INFORMATION), ("IoInfo", IO_COUNTERS),
@@ -953,19 +955,31 @@ def fade_weights(length: int, inner_start: int, inner_end: int, samples: int) ->
 
 
 def fade_mask(region: tuple[int, int, int, int], selection: tuple[int, int, int, int],
+              layer_size: tuple[int, int] | None = None,
               max_side: int = MASK_MAX_SIDE) -> tuple[int, int, bytes] | None:
     """The engine's ``--mask`` for a selection: ``(width, height, 8-bit grey pixels)``, or None
-    when the region has no margin (nothing to fade).
+    when there is nothing to fade.
 
     White over the selection's bounding box, fading linearly to black at the region's edge, so
     the stylised pixels blend into the untouched copy across the margin: however wide the layer
     mask is painted later, there is no step where the stylised area ends (the engine keeps the
-    content where the mask is black: ``out = content + mask · (stylised − content)``). Written at
-    most ``max_side`` px, with the region's aspect ratio.
+    content where the mask is black: ``out = content + mask · (stylised − content)``). A side
+    where the region reaches the layer's edge (``layer_size`` ``(w, h)``) does not fade: nothing
+    lies beyond it. Written at most ``max_side`` px, with the region's aspect ratio.
     """
     x0, y0, width, height = region
     sx, sy, sw, sh = selection
-    inner = (sx - x0, sx - x0 + sw, sy - y0, sy - y0 + sh)
+    inner = [sx - x0, sx - x0 + sw, sy - y0, sy - y0 + sh]
+    if layer_size is not None:  # no fade toward the layer's own edges
+        layer_w, layer_h = layer_size
+        if x0 <= 0:
+            inner[0] = 0
+        if x0 + width >= layer_w:
+            inner[1] = width
+        if y0 <= 0:
+            inner[2] = 0
+        if y0 + height >= layer_h:
+            inner[3] = height
     if inner[0] <= 0 and inner[1] >= width and inner[2] <= 0 and inner[3] >= height:
         return None
     scale = min(1.0, max_side / max(width, height))
