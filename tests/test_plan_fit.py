@@ -106,7 +106,7 @@ def test_nst_run_passes_step_decay_and_fit_memory(tmp_path):
                  "--step-decay", 0.5, "--fit-memory", "--seed", 1, "--device", "cpu", "--precision", "float32",
                  "--progress", "jsonl")
     assert result.exit_code == 0, result.output
-    start = events(result.stdout)[0]
-    assert start["event"] == "start" and start["total"] == 6  # 4 steps at 32 px, then 2 at 48 px
+    start = next(e for e in events(result.stdout) if e["event"] == "start")
+    assert start["total"] == 6  # 4 steps at 32 px, then 2 at 48 px
     record = (tmp_path / "out.png.json").read_text()
     assert '"step_decay": 0.5' in record and '"fit_memory": true' in record

@@ -27,12 +27,13 @@ import os
 from pathlib import Path
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 import nst_core
 from nst_core import StyleConfig
+from nst_core.config import Precision
 from nst_core.planning import plan_sizes
 from nst_core.precision import resolve_precision
 
@@ -88,8 +89,8 @@ def measure(device: torch.device, precision: str, sizes: tuple[int, int] | None 
     if sizes is None:
         sizes = (256, 512) if device.type == "cpu" else (512, 1024)
     generator = torch.Generator().manual_seed(0)
-    config = StyleConfig(device=str(device), precision=precision, steps=steps, scales=1, seed=0,
-                         fit_memory=True)
+    config = StyleConfig(device=str(device), precision=cast(Precision, precision), steps=steps, scales=1,
+                         seed=0, fit_memory=True)
     started = time.perf_counter()
     model = nst_core.load_model(config)
     start = time.perf_counter() - started
@@ -111,7 +112,7 @@ def measure(device: torch.device, precision: str, sizes: tuple[int, int] | None 
         nst_core.run(plan, on_progress=on_progress)
         medians.append(statistics.median(times[1:] or times))
     a, b = fit_line(sizes, (medians[0], medians[1]))
-    return Calibration(str(device), precision, a, b, start, tuple(sizes), (medians[0], medians[1]))
+    return Calibration(str(device), precision, a, b, start, (sizes[0], sizes[1]), (medians[0], medians[1]))
 
 
 def calibration(device: torch.device, precision: str, *, refresh: bool = False,

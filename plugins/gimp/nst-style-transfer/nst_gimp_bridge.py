@@ -317,7 +317,8 @@ def estimate_run(engine: EngineLocation, request: EngineRequest, *, timeout: flo
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip(_BOX_CHARS)]
         tail = [ln for ln in lines if not _TRACEBACK_NOISE.match(ln)] or lines
         if proc.returncode != 0 and tail and not proc.stdout.strip():
-            raise BridgeError(f"the engine could not estimate the run: {one_line(tail[-1].strip(_BOX_CHARS))}") from None
+            reason = one_line(tail[-1].strip(_BOX_CHARS))
+            raise BridgeError(f"the engine could not estimate the run: {reason}") from None
         raise
 
 

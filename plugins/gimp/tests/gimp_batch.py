@@ -179,8 +179,8 @@ def main_cases():
     style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
     before = dump(source, "gray16-source-before", "Y'A u16")
     _, *box = source.mask_intersect()  # the selection's bounding box, layer coordinates
-    record = call(image, source, style_layer=style_image.get_layers()[0], steps=8, seed=2,
-                  style_scale=2.0, strength=90.0)
+    record = call(image, source, style_layer=style_image.get_layers()[0], steps=30, seed=2,
+                  style_scale=2.0, strength=75.0)
     record["selection_box"] = box
     record["precision"] = image.get_precision().value_nick
     record["layers"] = [describe(layer) for layer in image.get_layers()]
