@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 import math
+import reprlib
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -25,24 +26,35 @@ DEFAULT_STYLE_WEIGHT = 1.0
 DEFAULT_TV_WEIGHT = 0.0
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 60, 60, 6, 6, 6
+INTEGER_FIELDS = ("size", "steps", "scales", "min_scale_size", "seed")
+"""StyleConfig fields that hold whole numbers: ``3.0`` (TOML, JSON) is accepted and stored as ``3``."""
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened (at most 3 levels, 6 items, 60 characters a string) for one-line messages."""
+    return _REPR.repr(value)
+
+
 def _check_number(owner: str, name: str, value: Any, *, minimum: float | None = 0.0,
                   strict: bool = False, maximum: float | None = None, integer: bool = False) -> None:
     where = f"{owner}.{name}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, got {_show(value)}")
     if integer and not float(value).is_integer():
-        raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        raise ConfigError(f"{where} must be a whole number, got {_show(value)}")
     if not math.isfinite(value):
-        raise ConfigError(f"{where} must be finite, got {value!r}")
+        raise ConfigError(f"{where} must be finite, got {_show(value)}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise ConfigError(f"{where} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+        raise ConfigError(f"{where} must be {'>' if strict else '>='} {minimum:g}, got {_show(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{where} must be <= {maximum:g}, got {value!r}")
+        raise ConfigError(f"{where} must be <= {maximum:g}, got {_show(value)}")
 
 
 def _check_name(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{owner}.{name} must be a non-empty name, got {value!r}")
+        raise ConfigError(f"{owner}.{name} must be a non-empty name, got {_show(value)}")
 
 
 def _check_layers(owner: str, name: str, value: Any) -> tuple[str, ...] | None:
@@ -52,14 +64,17 @@ def _check_layers(owner: str, name: str, value: Any) -> tuple[str, ...] | None:
         value = (value,)
     layers = tuple(value)
     if not layers or not all(isinstance(layer, str) and layer for layer in layers):
-        raise ConfigError(f"{owner}.{name} must be a non-empty list of layer names, got {value!r}")
+        raise ConfigError(f"{owner}.{name} must be a non-empty list of layer names, got {_show(value)}")
     return layers
 
 
 def _check_layer_weights(owner: str, value: Any) -> Mapping[str, float] | None:
     if value is None:
         return None
-    weights = dict(value)
+    try:
+        weights = dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{owner}.layer_weights must map layer names to numbers, got {_show(value)}") from None
     for layer, weight in weights.items():
         _check_number(owner, f"layer_weights[{layer!r}]", weight)
     if not weights or sum(weights.values()) <= 0:
@@ -96,7 +111,7 @@ class LossSpec:
             _check_name(f"LossSpec({self.name})", "schedule", self.schedule)
         object.__setattr__(self, "layer_weights", _check_layer_weights(f"LossSpec({self.name})", self.layer_weights))
         if not isinstance(self.params, Mapping):
-            raise ConfigError(f"LossSpec({self.name}).params must be a mapping, got {self.params!r}")
+            raise ConfigError(f"LossSpec({self.name}).params must be a mapping, got {_show(self.params)}")
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
 
 
@@ -175,7 +190,7 @@ class StyleConfig:
         own = "StyleConfig"
         _check_name(own, "backbone", self.backbone)
         if self.pooling not in ("max", "avg"):
-            raise ConfigError(f"{own}.pooling must be 'max' or 'avg', got {self.pooling!r}")
+            raise ConfigError(f"{own}.pooling must be 'max' or 'avg', got {_show(self.pooling)}")
         object.__setattr__(self, "content_layers", _check_layers(own, "content_layers", self.content_layers))
         object.__setattr__(self, "style_layers", _check_layers(own, "style_layers", self.style_layers))
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -190,13 +205,13 @@ class StyleConfig:
                 raise ConfigError(f"{own}.losses must not be empty (use None for the defaults)")
         for spec in (*self.extra_losses, *(self.losses or ())):
             if not isinstance(spec, LossSpec):
-                raise ConfigError(f"{own}.losses entries must be LossSpec, got {spec!r}")
+                raise ConfigError(f"{own}.losses entries must be LossSpec, got {_show(spec)}")
         if self.style_blend is not None:
             blend = tuple(self.style_blend)
             for i, weight in enumerate(blend):
                 _check_number(own, f"style_blend[{i}]", weight)
             if not blend or sum(blend) <= 0:
-                raise ConfigError(f"{own}.style_blend needs at least one positive weight, got {blend!r}")
+                raise ConfigError(f"{own}.style_blend needs at least one positive weight, got {_show(blend)}")
             object.__setattr__(self, "style_blend", blend)
         _check_number(own, "size", self.size, minimum=16, maximum=65536, integer=True)
         _check_number(own, "style_scale", self.style_scale, minimum=0.05, maximum=8.0)
@@ -209,22 +224,27 @@ class StyleConfig:
         _check_number(own, "scale_factor", self.scale_factor, minimum=1.0, strict=True, maximum=4.0)
         _check_number(own, "min_scale_size", self.min_scale_size, minimum=16, integer=True)
         if self.optimizer not in ("lbfgs", "adam"):
-            raise ConfigError(f"{own}.optimizer must be 'lbfgs' or 'adam', got {self.optimizer!r}")
+            raise ConfigError(f"{own}.optimizer must be 'lbfgs' or 'adam', got {_show(self.optimizer)}")
         if self.learning_rate is not None:
             _check_number(own, "learning_rate", self.learning_rate, minimum=0.0, strict=True, maximum=1e6)
         if self.init not in ("content", "noise", "gray", "image"):
-            raise ConfigError(f"{own}.init must be content, noise, gray or image, got {self.init!r}")
+            raise ConfigError(f"{own}.init must be content, noise, gray or image, got {_show(self.init)}")
         if self.seed is not None:
             _check_number(own, "seed", self.seed, minimum=0, maximum=2**63 - 1, integer=True)
         _check_name(own, "device", self.device)
         if self.preserve_color not in ("none", "luminance", "histogram"):
-            raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, got {self.preserve_color!r}")
+            raise ConfigError(f"{own}.preserve_color must be none, luminance or histogram, "
+                              f"got {_show(self.preserve_color)}")
         if self.precision not in ("auto", "float32", "bf16", "fp16"):
-            raise ConfigError(f"{own}.precision must be auto, float32, bf16 or fp16, got {self.precision!r}")
+            raise ConfigError(f"{own}.precision must be auto, float32, bf16 or fp16, got {_show(self.precision)}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, bool):
-            raise ConfigError(f"{own}.checkpoint must be True, False or None (automatic), got {self.checkpoint!r}")
+            raise ConfigError(f"{own}.checkpoint must be True, False or None (automatic), got {_show(self.checkpoint)}")
         if self.on_oom not in ("fail", "retry"):
-            raise ConfigError(f"{own}.on_oom must be 'fail' or 'retry', got {self.on_oom!r}")
+            raise ConfigError(f"{own}.on_oom must be 'fail' or 'retry', got {_show(self.on_oom)}")
+        for name in INTEGER_FIELDS:  # validated as whole numbers above; 3.0 from TOML or JSON becomes 3
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, int(value))
 
     def loss_specs(self) -> tuple[LossSpec, ...]:
         """The terms of J(G): ``losses`` if given, else content + style (+ tv) + ``extra_losses``."""
@@ -264,7 +284,7 @@ def style_weight_for_strength(strength: float, base: float = DEFAULT_STYLE_WEIGH
         β          base / 100  base / 10  base   10 · base  100 · base
     """
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise ConfigError(f"strength must be a number from 0 to 1, got {strength!r}")
+        raise ConfigError(f"strength must be a number from 0 to 1, got {_show(strength)}")
     _check_number("strength", "base", base)
     return base * 10.0 ** (4.0 * (strength - 0.5))
 

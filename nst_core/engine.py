@@ -10,7 +10,7 @@ engine never prints, never exits and never reads argv: progress and cancellation
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import functools
 import math
 import time
@@ -21,13 +21,13 @@ from torch import Tensor
 
 from nst_core import functional
 from nst_core.config import StyleConfig
-from nst_core.errors import NSTError, PluginError
+from nst_core.contract import call_plugin, check_loss_value
 from nst_core.image import ImageSource, resize
 from nst_core.inputs import finish_image, initial_image
-from nst_core.oom import OutOfMemory, lower_memory_mode
+from nst_core.oom import is_out_of_memory, lower_memory_mode
 from nst_core.optim import PixelOptimizer, make_optimizer
-from nst_core.planning import BoundTerm, Model, RunPlan, one_line, plan
-from nst_core.precision import backbone_features, backward
+from nst_core.planning import BoundTerm, Model, RunPlan, plan
+from nst_core.precision import backward
 from nst_core.progress import Progress
 from nst_core.registry import Registries
 from nst_core.result import RECORD_FORMAT, RECORD_KEY, Status, StyleResult
@@ -60,7 +60,7 @@ class _ScaleOutcome:
     x: Tensor | None = None
     """Where the next step starts (resumed or after an out-of-memory retry); None: ``x0``."""
     done: int = 0
-    """Iterations of this scale done (its steps, plus any recoveries from a non-finite loss)."""
+    """Steps of this scale done (a recovery from a non-finite loss does not count as one)."""
     state: RunState | None = None
     """Set when the scale stopped (``should_stop``): where to resume."""
     range_weight: Tensor | None = None
@@ -86,6 +86,8 @@ class _Running:
     notes: list[str]
     step: int = 0
     recoveries: int = 0
+    non_finite: dict[str, None] = field(default_factory=dict)
+    """What became non-finite so far (``loss term 'x' from plug-in ...`` or ``the gradient``), in order."""
 
     def capture(self, scale_index: int, scale_step: int, x: Tensor, out: _ScaleOutcome) -> RunState:
         """The run's state after ``scale_step`` steps of scale ``scale_index`` (iterate ``x``)."""
@@ -93,7 +95,8 @@ class _Running:
                         x=x.detach().to("cpu", torch.float32, copy=True),
                         best_x=_cpu(out.best_x), best_values=tuple(out.best_values), seed=self.seed,
                         settings=settings_text(self.plan.requested), inputs=self.plan.inputs.fingerprint,
-                        precision=self.config.precision, checkpoint=getattr(self.backbone, "checkpoint", None),
+                        precision=self.config.precision,
+                        checkpoint=self.backbone.checkpoint if self.backbone.supports_checkpoint else None,
                         notes=tuple(self.notes), recoveries=self.recoveries + out.recoveries,
                         range_weight=None if out.range_weight is None else float(out.range_weight),
                         lbfgs_move=_cpu_move(out.optimizer), elapsed=time.perf_counter() - self.started)
@@ -113,8 +116,8 @@ def _start(plan: RunPlan, resume: RunState | None, started: float) -> _Running:
     """Move the model to the plan's memory mode and, with ``resume``, check it fits the plan and
     take over its precision, checkpointing, notes and counters."""
     backbone = plan.model.backbone
-    if hasattr(backbone, "checkpoint"):
-        backbone.checkpoint = plan.memory.checkpoint if plan.memory is not None else bool(plan.config.checkpoint)
+    if backbone.supports_checkpoint:
+        backbone.checkpoint = plan.memory.checkpoint
     seed = plan.seed if plan.seed_given or resume is None else resume.seed
     running = _Running(plan, plan.config.replace(seed=seed), backbone, plan.terms, plan.layers, seed, started,
                        list(plan.notes))
@@ -122,7 +125,7 @@ def _start(plan: RunPlan, resume: RunState | None, started: float) -> _Running:
         check_resume(resume, config=plan.requested, inputs=plan.inputs.fingerprint, total=plan.total_steps,
                      shapes=list(plan.shapes))
         running.config = running.config.replace(precision=resume.precision)
-        if resume.checkpoint and hasattr(backbone, "checkpoint"):
+        if resume.checkpoint and backbone.supports_checkpoint:
             backbone.checkpoint = True
         running.notes.extend(n for n in resume.notes if n not in running.notes)
         running.step, running.recoveries = resume.step, resume.recoveries
@@ -159,7 +162,7 @@ def run(plan: RunPlan, *, on_progress: Callable[[Progress], None] | None = None,
             out = _resumed_outcome(resume, device)
         while True:  # more than once only after running out of memory with on_oom="retry"
             try:
-                bind_targets(running.terms, running.backbone, running.layers, content=content_s,
+                bind_targets(running.terms, plan.model, running.layers, content=content_s,
                              styles=inputs.styles, blend=inputs.blend, masks=masks_s, guides=inputs.guides,
                              style_scale=running.config.style_scale, precision=running.config.precision,
                              device=device)
@@ -170,8 +173,9 @@ def run(plan: RunPlan, *, on_progress: Callable[[Progress], None] | None = None,
                 outcome = _optimize_scale(running, x0, scale=(scale_index, len(plan.shapes)),
                                           on_progress=on_progress, should_stop=should_stop, out=out)
                 break
-            except OutOfMemory:
-                pass  # handled below, once the frames of the traceback (and their tensors) are gone
+            except Exception as exc:  # out of memory (GPU or CPU allocator) is handled below, once the
+                if not is_out_of_memory(exc):  # frames of the traceback (and their tensors) are gone
+                    raise
             _recover_from_out_of_memory(running, out, (w, h))
         running.step = outcome.last_step
         running.recoveries += outcome.recoveries
@@ -182,8 +186,8 @@ def run(plan: RunPlan, *, on_progress: Callable[[Progress], None] | None = None,
             status, message, stopped_at = outcome.status, outcome.message, outcome.state
             break
     if status == "finished" and running.recoveries:
-        message = (f"finished; the loss became non-finite {running.recoveries} time(s) and the run went back to "
-                   f"the last finite image")
+        message = (f"finished; the loss became non-finite {running.recoveries} time(s) (in "
+                   f"{', '.join(running.non_finite)}) and the run went back to the last finite image each time")
     assert x_prev is not None
     return _result(running, x_prev, status, message, last_values, stopped_at)
 
@@ -214,7 +218,7 @@ def _result(running: _Running, x: Tensor, status: Status, message: str, last_val
                        loss=last_values[0] if last_values else math.nan, terms=terms,
                        elapsed=time.perf_counter() - running.started, device=str(plan.device), sizes=plan.sizes,
                        config=plan.requested, notes=tuple(running.notes), recoveries=running.recoveries,
-                       state=stopped_at)
+                       state=stopped_at, plugins=plan.plugins)
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
@@ -222,7 +226,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
             init_image: ImageSource | None = None, style_masks: Sequence[ImageSource | None] | None = None,
             guides: Mapping[str, Tensor] | None = None, on_progress: Callable[[Progress], None] | None = None,
             should_stop: Callable[[], bool] | None = None, resume: RunState | None = None,
-            **overrides: Any) -> StyleResult:
+            preset: str | None = None, **overrides: Any) -> StyleResult:
     """Stylize ``content`` with one or more ``styles`` by optimizing the pixels of G.
 
     ``stylize(...)`` is ``run(plan(...), ...)``: call :func:`nst_core.plan` yourself to see the
@@ -232,6 +236,8 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
         ``(H, W, 3)`` array.
     :param styles: one such image or a list of them (blended by ``config.style_blend``).
     :param config: the run's settings; ``overrides`` change fields of it (``size=256, steps=100``).
+    :param preset: start from a registered preset's settings instead of ``config``
+        (``stylize(photo, painting, preset="fast", steps=50)``); give one or the other.
     :param registries: plug-in registries to use (default: collected from installed plug-ins).
     :param model: a :func:`nst_core.load_model` result to reuse (many runs, one backbone load).
     :param init_image: the starting image when ``config.init == "image"``.
@@ -252,7 +258,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     :returns: a :class:`StyleResult`; its ``image`` is ``(1, 3, H, W)`` in [0, 1] on the CPU.
     """
     planned = plan(content, styles, config, registries=registries, model=model, init_image=init_image,
-                   style_masks=style_masks, guides=guides, **overrides)
+                   style_masks=style_masks, guides=guides, preset=preset, **overrides)
     return run(planned, on_progress=on_progress, should_stop=should_stop, resume=resume)
 
 
@@ -283,23 +289,26 @@ def _optimize_scale(running: _Running, x0: Tensor, *, scale: tuple[int, int],
     shown = torch.empty_like(x0) if on_progress is not None else None  # the iterate a step evaluated
 
     steps = running.plan.scale_steps(scale[0])
-    for i in range(out.done, steps):
+    i = out.done
+    while i < steps:  # a recovery from a non-finite loss repeats step i from the best image
         if should_stop is not None and should_stop():
             out.status, out.message = "stopped", f"stopped at step {out.last_step} of {total_steps}"
             out.state = running.capture(scale[0], i, x, out)
             return out
         values = _evaluate(running, x, out, i / max(steps - 1, 1))
         if not all(math.isfinite(v) for v in values) or values[-1] != 1.0:
+            culprit = _non_finite_culprit(running.terms, values)
+            running.non_finite[culprit] = None
             if out.recoveries < MAX_RECOVERIES and out.best_values:
                 out.recoveries += 1
                 with torch.no_grad():
                     x.copy_(out.best_x)
                 optimizer = out.optimizer = make_optimizer(config.optimizer, x, config.learning_rate)
-                out.done = i + 1
                 continue
             out.status = "non-finite"
-            out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1}; kept the last "
-                           f"finite image. Lower the loss weights or the learning rate")
+            out.message = (f"the loss became non-finite (NaN or inf) at step {out.last_step + 1} of {total_steps} "
+                           f"in {culprit}; kept the last finite image. Lower that term's weight or the learning "
+                           f"rate, or leave the term out")
             return out
         if values[0] < best_loss:
             best_loss, out.best_values = values[0], values
@@ -308,19 +317,29 @@ def _optimize_scale(running: _Running, x0: Tensor, *, scale: tuple[int, int],
             shown.copy_(x.detach())
         assert x.grad is not None
         optimizer.step(x.grad)
-        out.last_step, out.done = out.last_step + 1, i + 1
+        i += 1
+        out.last_step, out.done = out.last_step + 1, i
         if on_progress is not None:  # after the optimizer's step, so that state() resumes after it
             on_progress(Progress(step=out.last_step, total=total_steps, scale=scale[0], scales=scale[1],
                                  size=(w, h), loss=values[0],
                                  terms={t.name: v for t, v in zip(running.terms, values[1:-1])},
                                  elapsed=time.perf_counter() - running.started, image=shown,
-                                 state=functools.partial(running.capture, scale[0], i + 1, x, out)))
+                                 state=functools.partial(running.capture, scale[0], i, x, out)))
     with torch.no_grad():
         final_total, final_parts = _objective(running, x, 1.0)
         final = torch.stack([final_total, *final_parts]).tolist()
     if all(math.isfinite(v) for v in final) and final[0] <= best_loss:
         out.best_x, out.best_values = x.detach().clone(), final + [1.0]
     return out
+
+
+def _non_finite_culprit(terms: Sequence[BoundTerm], values: list[float]) -> str:
+    """What made ``values`` (J, the weighted parts, 1.0 if the gradient is finite) non-finite: the
+    first term whose part is not finite, named with its plug-in, else the gradient."""
+    for t, v in zip(terms, values[1:-1]):
+        if not math.isfinite(v):
+            return f"loss term {t.name!r} from {t.label} ({v})"
+    return "the gradient (every term's value was finite)"
 
 
 def _evaluate(running: _Running, x: Tensor, out: _ScaleOutcome, progress: float) -> list[float]:
@@ -346,18 +365,12 @@ def _objective(running: _Running, x: Tensor, progress: float) -> tuple[Tensor, l
     terms = running.terms
     low = [layer for layer in running.layers
            if all(t.low_precision_features for t in terms if layer in t.layers)]
-    features = backbone_features(running.backbone, x, running.layers, running.config.precision, keep_low=low)
+    features = running.plan.model.features(x, running.layers, running.config.precision, keep_low=low)
     parts = []
     for t in terms:
         weights = t.layer_weights(t.layers, running.backbone.channels, progress)
         assert t.loss is not None, "bind_targets binds every term before the scale's first step"
-        try:
-            value = t.loss(x, features, weights)
-        except (NSTError, OutOfMemory):
-            raise
-        except Exception as exc:
-            raise PluginError(f"loss term {t.name!r} from {t.label} raised {one_line(exc)}") from exc
-        if not isinstance(value, Tensor):
-            value = torch.as_tensor(float(value), device=x.device)
+        what = f"loss term {t.name!r} from {t.label}"
+        value = check_loss_value(what, call_plugin(what, t.loss, x, features, weights), x)
         parts.append(t.weight * value)
     return torch.stack(parts).sum() if parts else x.sum() * 0, parts

@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 import difflib
+import unicodedata
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (terminal escape sequences, newlines, NUL,
+    bidirectional overrides …) written as ``\\x1b``-style escapes, so that text read from a file
+    (a resume file's notes, a file name) cannot drive the terminal it is shown on."""
+    return "".join(ch if ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
+                   else ascii(ch)[1:-1] for ch in str(text))
 
 
 class NSTError(Exception):

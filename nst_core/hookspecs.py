@@ -20,16 +20,25 @@ __all__ = [
     "nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules", "nst_register_presets",
 ]
 
+HOOK_API_VERSION = (1, 0)
+"""The version of the plug-in contract: these hooks, ``register``'s signature and the types of
+:mod:`nst_core.types` (what the engine calls and checks). ``(major, minor)``: a minor release
+only adds (a hook, an optional field with a default); a major one may change or remove, and is
+announced in docs/plugins.md. A plug-in checks it with
+``nst_core.hookspecs.HOOK_API_VERSION[0] == 1`` (see docs/plugins.md, "Stability")."""
+
 
 @hookspec
 def nst_register_backbones(register: Register) -> None:
     """Register feature-extractor backbones.
 
-    Call ``register(name, factory, description="...")`` once per backbone. ``factory(pooling=
-    "max")`` returns an :class:`nst_core.types.Backbone`: an ``nn.Module`` whose
-    ``forward(image, layers)`` takes ``(N, 3, H, W)`` float RGB in [0, 1] and returns
-    ``{layer_name: (N, C, h, w)}``. The factory is called only when a run uses the backbone, so it
-    may load weights (and should cache them per process).
+    Call ``register(name, factory, description="...")`` once per backbone. ``factory()`` (or
+    ``factory(pooling="avg")`` for average pooling) returns an :class:`nst_core.types.Backbone`:
+    an ``nn.Module`` with declared ``layer_names``, ``channels``, default layers and memory
+    profile, whose ``forward(image, layers)`` takes ``(N, 3, H, W)`` float RGB in [0, 1] and
+    returns ``{layer_name: (N, C, h, w)}``. The factory is called only when a run uses the
+    backbone, so it may load weights (and should cache them per process). The full contract and
+    what the engine checks: docs/plugins.md.
 
     :param register: adds one backbone; raises on a name that is already registered.
     """
@@ -40,8 +49,9 @@ def nst_register_loss_terms(register: Register) -> None:
     """Register loss terms.
 
     Call ``register(name, factory, description="...")``. ``factory(**params)`` receives the
-    ``params`` of the user's ``LossSpec`` and returns an :class:`nst_core.types.LossTerm`, whose
-    ``bind(targets)`` returns ``loss(image, features, layer_weights) -> scalar tensor``.
+    ``params`` of the user's ``LossSpec``, checked against the factory's declared parameters
+    (:mod:`nst_core.params`), and returns an :class:`nst_core.types.LossTerm`, whose
+    ``bind(targets)`` returns ``loss(image, features, layer_weights) -> 0-d tensor``.
 
     :param register: adds one loss term; raises on a name that is already registered.
     """

@@ -23,7 +23,7 @@ existing one. The output is sRGB (untagged) unless an ICC profile is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 import errno
@@ -31,11 +31,12 @@ import io
 import math
 import os
 from pathlib import Path
+import re
 import secrets
 import stat
 import sys
 import threading
-from typing import Union
+from typing import BinaryIO, Union
 import warnings
 
 import numpy as np
@@ -44,7 +45,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
-from nst_core.errors import ConfigError, ImageError
+from nst_core.errors import ConfigError, ImageError, NSTError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, Tensor, np.ndarray]
 
@@ -192,38 +193,60 @@ def _sniff(head: bytes) -> str:
     return "not an image format Pillow can read; convert it to PNG, JPEG, WebP or TIFF"
 
 
-def _open_file(path: Path, label: str) -> io.BufferedReader:
-    """Open ``path`` for reading, refusing what is not a non-empty regular file we may read.
+def open_regular_file(path: str | os.PathLike, label: str | None = None, *, error: type[NSTError] = ImageError,
+                      kind: str = "an image file", missing: str | None = None, allow_empty: bool = False,
+                      max_bytes: int | None = None) -> io.BufferedReader:
+    """Open ``path`` for reading, refusing what is not a regular file we may read: image files,
+    and also resume files, run records and config files (a named pipe there would hang the run).
 
     Opened non-blocking and checked with ``fstat`` so that a named pipe or a device can never hang
     or flood the read.
+
+    :param error: the :class:`NSTError` subclass raised (one line naming ``label``, default the path).
+    :param kind: what the file should be, for messages ("a resume file").
+    :param missing: the message when the file does not exist (default: "no such file ...").
+    :param allow_empty: accept a 0-byte file (a config file may be empty; an image may not).
+    :param max_bytes: refuse a larger file, before reading it.
     """
+    path = Path(path)
+    label = str(path) if label is None else label
+    image = kind == "an image file"
+    give = "give the path of an image" if image else f"give the path of {kind}"
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        raise ImageError(f"{label}: no such file; check the path and the name") from None
+        raise error(missing or f"{label}: no such file; check the path and the name") from None
     except IsADirectoryError:
-        raise ImageError(f"{label}: is a folder, not an image file; give the path of an image") from None
+        raise error(f"{label}: is a folder, not {kind}; {give}") from None
     except PermissionError:
         if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file; give the path of an image") from None
-        raise ImageError(f"{label}: permission denied; make the file readable (e.g. chmod u+r) or copy it "
-                         f"somewhere you can read") from None
+            raise error(f"{label}: is a folder, not {kind}; {give}") from None
+        raise error(f"{label}: permission denied; make the file readable (e.g. chmod u+r) or copy it "
+                    f"somewhere you can read") from None
     except OSError as exc:
-        raise ImageError(f"{label}: cannot open it ({_one_line(exc.strerror or exc)})") from None
+        raise error(f"{label}: cannot open it ({_one_line(exc.strerror or exc)})") from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise ImageError(f"{label}: is a folder, not an image file; give the path of an image")
+            raise error(f"{label}: is a folder, not {kind}; {give}")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageError(f"{label}: not a regular file (a pipe, socket or device); give an image file")
-        if info.st_size == 0:
-            raise ImageError(f"{label}: the file is empty (0 bytes); export or download it again")
+            raise error(f"{label}: not a regular file (a pipe, socket or device); give {kind}")
+        if info.st_size == 0 and not allow_empty:
+            raise error(f"{label}: the file is empty (0 bytes); " + ("export or download it again" if image
+                                                                     else f"give {kind}"))
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise error(f"{label}: {info.st_size:,} bytes is too large for {kind} (at most {max_bytes:,}); "
+                        f"check the path")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_file(path: Path, label: str) -> io.BufferedReader:
+    """Open an image file for reading (:func:`open_regular_file`)."""
+    return open_regular_file(path, label)
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -596,6 +619,19 @@ def _write_error(path: Path, directory: Path, exc: OSError) -> ImageError:
     return ImageError(f"{path}: {what}; nothing was written")
 
 
+PART_SUFFIX_LENGTH = len(".") + len(".") + 8 + len(".part")
+"""How much longer a temporary file's name is than its target's: ``.NAME.xxxxxxxx.part``."""
+
+_PART_NAME = re.compile(r"\.(.+)\.[0-9a-f]{8}\.part")
+
+
+def is_temporary_of(name: str) -> str | None:
+    """The target's name when ``name`` is a temporary file of :func:`save_image` and friends
+    (``.NAME.<8 hex>.part``), else None."""
+    match = _PART_NAME.fullmatch(name)
+    return match.group(1) if match else None
+
+
 def _open_temporary(directory: Path, name: str) -> tuple[int, Path]:
     """A new, empty ``.<name>.<random>.part`` file in ``directory`` (mode 0666 minus the umask)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -654,27 +690,17 @@ def _retarget(im: Image.Image, icc_profile: bytes, path: Path) -> Image.Image:
     return out
 
 
-def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
-               quality: int = 95, icc_profile: bytes | None = None,
-               text: Mapping[str, str] | None = None) -> Path:
-    """Write ``image`` to ``path`` in the format its extension names, atomically.
+FileData = bytes | Callable[[BinaryIO], None]
+"""What :func:`save_together` writes to one path: the bytes, or a function writing them to a handle."""
 
-    :param image: ``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] (sRGB), or a PIL image.
-    :param alpha: optional ``(1, 1, H, W)`` or ``(H, W)`` in [0, 1], resized to the image if needed;
-        written by PNG, WebP and TIFF, dropped by JPEG.
-    :param quality: JPEG and WebP quality, 0..100 (JPEG is written with 4:4:4 chroma).
-    :param icc_profile: an RGB ICC profile (e.g. ``LoadedImage.icc_profile``): the sRGB pixels are
-        converted to it and it is embedded. Without it the file is sRGB, untagged.
-    :param text: key/value text stored in the file (PNG text chunks; other formats ignore it).
-    :returns: ``path``.
-    :raises ImageError: unknown extension, missing folder, a folder as target, a format that
-        cannot store the image, NaN values, a permission error, a full disk ... In every case the
-        target is untouched (an existing file keeps its old content) and no temporary file is left.
 
-    The data goes to ``.<name>.<random>.part`` in the target's folder, is flushed to disk and then
-    renamed over ``path``; a replaced file keeps its permission bits (a symbolic link at ``path`` is
-    replaced by the file, not written through). A PIL image is written in its own mode where the
-    format can store it (JPEG: converted to RGB).
+def image_encoder(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
+                  quality: int = 95, icc_profile: bytes | None = None,
+                  text: Mapping[str, str] | None = None) -> Callable[[BinaryIO], None]:
+    """Check that ``image`` can be written to ``path`` (see :func:`save_image` for the arguments)
+    and return the function that encodes it to an open binary handle; nothing is written yet.
+
+    :raises ImageError: as :func:`save_image`, for everything found before writing.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -683,13 +709,6 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         raise ImageError(f"{path}: unknown image extension {shown}; use one of {', '.join(sorted(FORMATS))}")
     if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
         raise ImageError(f"{path}: quality must be a whole number from 0 to 100, got {quality!r}")
-    directory = path.parent
-    if not directory.exists():
-        raise ImageError(f"{path}: the folder {str(directory)!r} does not exist; create it or choose another path")
-    if not directory.is_dir():
-        raise ImageError(f"{path}: {str(directory)!r} is not a folder; choose another path")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder; give a file name such as {path / ('out' + path.suffix)}")
     if isinstance(image, Image.Image):
         im = image
     else:
@@ -719,33 +738,132 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: T
         for key, value in text.items():
             info.add_itxt(key, value)
         options["pnginfo"] = info
-    try:
-        existing_mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        existing_mode = None
-    temporary: Path | None = None
-    try:
-        fd, temporary = _open_temporary(directory, path.name)
-        with os.fdopen(fd, "wb") as handle:
+
+    def encode(handle: BinaryIO) -> None:
+        try:
             im.save(handle, format=fmt, **options)
-            handle.flush()
-            _fsync(handle.fileno())
-        if existing_mode is not None:
-            os.chmod(temporary, existing_mode)
-        os.replace(temporary, path)
-        temporary = None
-    except OSError as exc:
-        raise _write_error(path, directory, exc) from None
-    except (ValueError, KeyError, TypeError) as exc:  # Pillow's encoders refusing this image
-        raise ImageError(f"{path}: {fmt} cannot store this image ({_one_line(exc)}); try .png or .tiff") from None
+        except (ValueError, KeyError, TypeError) as exc:  # Pillow's encoders refusing this image
+            raise ImageError(f"{path}: {fmt} cannot store this image ({_one_line(exc)}); try .png or .tiff; "
+                             f"nothing was written") from None
+
+    return encode
+
+
+def save_image(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
+               quality: int = 95, icc_profile: bytes | None = None,
+               text: Mapping[str, str] | None = None) -> Path:
+    """Write ``image`` to ``path`` in the format its extension names, atomically.
+
+    :param image: ``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1] (sRGB), or a PIL image.
+    :param alpha: optional ``(1, 1, H, W)`` or ``(H, W)`` in [0, 1], resized to the image if needed;
+        written by PNG, WebP and TIFF, dropped by JPEG.
+    :param quality: JPEG and WebP quality, 0..100 (JPEG is written with 4:4:4 chroma).
+    :param icc_profile: an RGB ICC profile (e.g. ``LoadedImage.icc_profile``): the sRGB pixels are
+        converted to it and it is embedded. Without it the file is sRGB, untagged.
+    :param text: key/value text stored in the file (PNG text chunks; other formats ignore it).
+    :returns: ``path``.
+    :raises ImageError: unknown extension, missing folder, a folder as target, a format that
+        cannot store the image, NaN values, a permission error, a full disk ... In every case the
+        target is untouched (an existing file keeps its old content) and no temporary file is left.
+
+    The data goes to ``.<name>.<random>.part`` in the target's folder, is flushed to disk and then
+    renamed over ``path``; a replaced file keeps its permission bits (a symbolic link at ``path`` is
+    replaced by the file, not written through). A PIL image is written in its own mode where the
+    format can store it (JPEG: converted to RGB).
+    """
+    path = Path(path)
+    encode = image_encoder(image, path, alpha=alpha, quality=quality, icc_profile=icc_profile, text=text)
+    return save_together([(path, encode)])[0]
+
+
+def _check_target(path: Path) -> None:
+    directory = path.parent
+    if not directory.exists():
+        raise ImageError(f"{path}: the folder {str(directory)!r} does not exist; create it or choose another path")
+    if not directory.is_dir():
+        raise ImageError(f"{path}: {str(directory)!r} is not a folder; choose another path")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder; give a file name such as {path / ('out' + path.suffix)}")
+
+
+def save_together(files: Sequence[tuple[str | os.PathLike, FileData]]) -> list[Path]:
+    """Write several files all or nothing (an image and its run record): every file first goes to
+    its temporary ``.<name>.<random>.part`` next to it and is flushed to the disk; only when all
+    are complete are they renamed over their targets, in order.
+
+    :param files: ``(path, data)`` pairs; ``data`` is the bytes, or a function that writes them to
+        a binary handle (:func:`image_encoder`).
+    :returns: the paths.
+    :raises ImageError: one line. When a temporary file cannot be written (a full disk, a name too
+        long, no permission, a format that cannot store the image) no target is touched and no
+        temporary is left ("nothing was written"). A rename that fails after others succeeded (the
+        file system changed under the run) says which files were written.
+    """
+    paths = [Path(path) for path, _ in files]
+    for path in paths:
+        _check_target(path)
+    temporaries: list[Path] = []
+    try:
+        for path, (_, data) in zip(paths, files):
+            try:
+                existing_mode = stat.S_IMODE(os.stat(path).st_mode)
+            except OSError:
+                existing_mode = None
+            try:
+                fd, temporary = _open_temporary(path.parent, path.name)
+                temporaries.append(temporary)
+                with os.fdopen(fd, "wb") as handle:
+                    if callable(data):
+                        data(handle)
+                    else:
+                        handle.write(data)
+                    handle.flush()
+                    _fsync(handle.fileno())
+                if existing_mode is not None:
+                    os.chmod(temporary, existing_mode)
+            except OSError as exc:
+                raise _write_error(path, path.parent, exc) from None
+        done: list[Path] = []
+        for path, temporary in zip(paths, list(temporaries)):
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                error = _write_error(path, path.parent, exc)
+                if done:
+                    written = ", ".join(str(p) for p in done)
+                    error = ImageError(str(error).replace("nothing was written", f"{written} was written, "
+                                                          f"{path} was not"))
+                raise error from None
+            temporaries.remove(temporary)
+            done.append(path)
     finally:
-        if temporary is not None:
+        for temporary in temporaries:
             try:
                 os.unlink(temporary)
             except OSError:
                 pass
-    _sync_directory(directory)
-    return path
+    for directory in dict.fromkeys(path.parent for path in paths):
+        _sync_directory(directory)
+    return paths
+
+
+def probe_writable(directory: str | os.PathLike, name: str = "probe") -> None:
+    """Refuse, before a long run, a folder where its files cannot be written: create and delete a
+    temporary ``.<name>.<random>.part`` there.
+
+    :raises ImageError: one line (permission denied, a read-only file system, a full disk ...).
+    """
+    directory = Path(directory)
+    try:
+        fd, temporary = _open_temporary(directory, name)
+    except OSError as exc:
+        raise ImageError(str(_write_error(directory / name, directory, exc)).replace(
+            "; nothing was written", "; checked before the run, nothing was written")) from None
+    os.close(fd)
+    try:
+        os.unlink(temporary)
+    except OSError:
+        pass
 
 
 def save_text(path: str | os.PathLike, text: str) -> Path:
@@ -757,23 +875,4 @@ def save_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed to the
     disk, then renamed over ``path`` (``os.replace``). ``path`` is whole or untouched, never partial;
     an OSError becomes a one-line :class:`ImageError`."""
-    path = Path(path)
-    directory = path.parent
-    temporary: Path | None = None
-    try:
-        fd, temporary = _open_temporary(directory, path.name)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            _fsync(handle.fileno())
-        os.replace(temporary, path)
-        temporary = None
-    except OSError as exc:
-        raise _write_error(path, directory, exc) from None
-    finally:
-        if temporary is not None:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-    return path
+    return save_together([(path, data)])[0]

@@ -20,12 +20,14 @@ note), for machines whose free memory the check cannot see (e.g. swap).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 import os
 from pathlib import Path
 
 import torch
 
+from nst_core.oom import is_out_of_memory  # noqa: F401 - part of this module's API
 from nst_core.errors import ResourceError
 
 GIB = 2**30
@@ -62,8 +64,23 @@ FIXED_BYTES = {
 }
 """What a run needs beyond the per-pixel part: style targets, workspaces, allocator slack."""
 
+VGG19_SAVED_BYTES_PER_PIXEL = 1532.0
+"""What autograd keeps per input pixel for the default VGG19 layers (relu1_1 ... relu5_1, relu4_2),
+float32, weights excluded (:func:`nst_core.contract.measure_memory_profile`, the slope between 64
+and 256 px). The tables above are for this backbone; another backbone's estimate is scaled by its
+:class:`~nst_core.types.MemoryProfile` over this."""
+
 LBFGS_PAIR_BYTES_PER_PIXEL = 2 * 3 * 4  # one (s, y) pair: two float32 copies of (3, h, w)
 
+STYLE_PEAK_BYTES_PER_PIXEL = 800
+"""Peak bytes per pixel of a style image's forward pass (no gradients) while its targets are
+computed: the activations in flight plus the target layers' features it keeps. Measured on a
+CPU (peak RSS, default VGG19, 512 and 1024 px: 790 float32, 770 bf16), rounded up."""
+STYLE_KEPT_BYTES_PER_PIXEL = 600
+"""Bytes per pixel of a style image's target features kept while the next style's are computed
+(measured: 570 float32, 555 bf16), rounded up."""
+MASK_BYTES_PER_PIXEL = 2 * 4
+"""A mask at the working size (float32) and its copies at the layers' sizes (a geometric series)."""
 
 @dataclass(frozen=True)
 class Estimate:
@@ -72,10 +89,13 @@ class Estimate:
     activations: int
     lbfgs: int
     fixed: int
+    styles: int = 0
+    """The peak while the style targets are computed (before the optimisation, whose memory it
+    then gives back): the largest style's forward pass plus the other styles' kept features."""
 
     @property
     def total(self) -> int:
-        return self.activations + self.lbfgs + self.fixed
+        return max(self.activations + self.lbfgs, self.styles) + self.fixed
 
 
 def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
@@ -85,15 +105,48 @@ def lbfgs_pairs(pixels: int, steps: int, history_bytes: int = GIB) -> int:
 
 
 def estimate(height: int, width: int, *, precision: str = "float32", device: torch.device | str = "cpu",
-             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs") -> Estimate:
-    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers)."""
+             checkpoint: bool = False, steps: int = 500, optimizer: str = "lbfgs", scale: float = 1.0,
+             style_ratios: Sequence[float] = (), masks: int = 0) -> Estimate:
+    """Peak extra bytes of one scale at ``height`` × ``width`` (default backbone and layers).
+
+    :param scale: the backbone's activation memory relative to the default VGG19's
+        (``profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL``).
+    :param style_ratios: each style image's pixels at this scale (its longest side is
+        ``style_scale`` × the working size) divided by ``height · width``; () leaves the styles
+        out (they are then no larger than the working size and the measured per-pixel bytes
+        cover them).
+    :param masks: the number of style masks.
+
+    Styles: ``STYLE_PEAK · max_i p_i + STYLE_KEPT · (Σ_i p_i − max_i p_i)`` bytes for style pixel
+    counts ``p_i`` (scaled like the activations); the total is
+    ``max(activations + L-BFGS pairs, styles) + fixed``.
+    """
     kind = torch.device(device).type
     kind = kind if kind in ("cpu", "cuda") else "cuda"  # MPS: unified memory, like a GPU allocator
     pixels = height * width
-    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))]
+    per_pixel = BYTES_PER_PIXEL[(kind, precision, bool(checkpoint))] * scale
     pairs = lbfgs_pairs(pixels, steps) if optimizer == "lbfgs" else 0
-    return Estimate(activations=per_pixel * pixels, lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
-                    fixed=FIXED_BYTES[(kind, bool(checkpoint))])
+    style_pixels = [ratio * pixels for ratio in style_ratios]
+    styles = 0
+    if style_pixels:
+        largest = max(style_pixels)
+        styles = int(scale * (STYLE_PEAK_BYTES_PER_PIXEL * largest
+                               + STYLE_KEPT_BYTES_PER_PIXEL * (sum(style_pixels) - largest)))
+    return Estimate(activations=int((per_pixel + MASK_BYTES_PER_PIXEL * masks) * pixels),
+                    lbfgs=pairs * LBFGS_PAIR_BYTES_PER_PIXEL * pixels,
+                    fixed=FIXED_BYTES[(kind, bool(checkpoint))], styles=styles)
+
+
+def style_ratios(shape: tuple[int, int], style_sizes: Sequence[tuple[int, int]], style_scale: float) -> list[float]:
+    """Each style's pixels over the working pixels at a scale of ``shape`` ``(h, w)``: the style
+    ``(h, w)`` is resized so its longest side is ``style_scale`` × the working size's."""
+    h, w = shape
+    side = max(16, round(max(h, w) * style_scale))
+    ratios = []
+    for sh, sw in style_sizes:
+        scale = side / max(sh, sw)
+        ratios.append(max(32, round(sh * scale)) * max(32, round(sw * scale)) / (h * w))
+    return ratios
 
 
 def _cgroup_free() -> int | None:
@@ -180,15 +233,22 @@ class MemoryPlan:
 
 def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.device | str, steps: int,
                 optimizer: str, checkpoint: bool | None, supports_checkpoint: bool = True,
-                available: int | None = None) -> MemoryPlan:
+                available: int | None = None, scale: float = 1.0, style_sizes: Sequence[tuple[int, int]] = (),
+                style_scale: float = 1.0, masks: int = 0) -> MemoryPlan:
     """Decide checkpointing and refuse what cannot fit (see the module docstring).
 
     :param shapes: ``(h, w)`` of every scale; the largest decides.
+    :param supports_checkpoint: whether the backbone can checkpoint (``Backbone.supports_checkpoint``).
+    :param scale: the backbone's memory relative to the default VGG19's (see :func:`estimate`).
     :param available: bytes free (default: :func:`available_bytes`).
+    :param style_sizes: ``(h, w)`` of each style image as read; with ``style_scale`` (their
+        longest side relative to the working size) they are counted at the size they are used.
+    :param masks: the number of style masks.
     """
     device = torch.device(device)
     h, w = max(shapes, key=lambda s: s[0] * s[1])
-    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer)
+    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer, scale=scale,
+                   style_ratios=style_ratios((h, w), style_sizes, style_scale), masks=masks)
     free = available if available is not None else available_bytes(device)
     plain = estimate(h, w, checkpoint=False, **options)
     light = estimate(h, w, checkpoint=True, **options) if supports_checkpoint else plain
@@ -212,6 +272,9 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
             hints.append(f"precision='bf16' (fits up to about {bf16_side} px)")
     if checkpoint is False and supports_checkpoint:
         hints.append("checkpoint=True")
+    if best.styles > best.activations + best.lbfgs:
+        hints.append(f"a smaller style_scale (the style images alone need about {_gib(best.styles)} at "
+                     f"{style_scale:g})")
     if optimizer == "lbfgs" and best.lbfgs > 0.1 * best.total:
         hints.append(f"optimizer='adam' (no L-BFGS history: {_gib(best.lbfgs)} less)")
     message = (f"a {w}×{h} run on {device.type} needs about {_gib(SAFETY * best.total)} "
@@ -223,5 +286,5 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     raise ResourceError(message)
 
 
-__all__ = ["Estimate", "MemoryPlan", "available_bytes", "estimate", "largest_fitting_size", "lbfgs_pairs",
-           "plan_memory"]
+__all__ = ["VGG19_SAVED_BYTES_PER_PIXEL", "Estimate", "MemoryPlan", "available_bytes", "estimate", "is_out_of_memory",
+           "largest_fitting_size", "lbfgs_pairs", "plan_memory", "style_ratios"]

@@ -10,6 +10,20 @@ from nst_core.types import Backbone
 
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
+OUT_OF_MEMORY_TEXT = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+                      "out of memory")
+"""What the allocators say in a RuntimeError when memory runs out (CPU on Linux/macOS and
+Windows; MPS and older CUDA builds)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` means the device ran out of memory: ``torch.OutOfMemoryError`` (CUDA), a
+    ``MemoryError``, or the ``RuntimeError`` a CPU (or MPS) allocation failure raises
+    ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ... bytes")."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_TEXT)
+
 
 def out_of_memory_error(device: torch.device, size: tuple[int, int], config: StyleConfig) -> ResourceError:
     """The one-line error for a device that ran out of memory at ``size`` ``(w, h)``."""
@@ -28,8 +42,8 @@ def lower_memory_mode(backbone: Backbone, config: StyleConfig, device: torch.dev
     no mode is left."""
     switched = None
     if config.on_oom == "retry":
-        if getattr(backbone, "checkpoint", None) is False:
-            backbone.checkpoint, switched = True, "gradient checkpointing on"  # type: ignore[assignment]
+        if backbone.supports_checkpoint and not backbone.checkpoint:
+            backbone.checkpoint, switched = True, "gradient checkpointing on"
         elif config.precision == "float32":
             config, switched = config.replace(precision="bf16"), "precision bf16"
     if switched is None:

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+import inspect
 import secrets
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from nst_core.config import LossSpec, StyleConfig
+from nst_core.config import LossSpec, StyleConfig, config_from_preset
+from nst_core.contract import (call_plugin, check_backbone, check_features, check_layer_weights,
+                               measure_memory_profile, one_line, plugin_label)
 from nst_core.device import resolve_device
-from nst_core.errors import ConfigError, NSTError, PluginError, ResourceError, UnknownNameError
+from nst_core.errors import ConfigError, PluginError, ResourceError, UnknownNameError
 from nst_core.image import ImageSource, fit_longest_side
 from nst_core.inputs import RunInputs, prepare_inputs
-from nst_core.memory import MemoryPlan, available_bytes, largest_fitting_size, plan_memory
+from nst_core.memory import VGG19_SAVED_BYTES_PER_PIXEL, MemoryPlan, plan_memory
+from nst_core.params import ParamSpec, check_params, param_spec
 from nst_core.precision import resolve_precision
-from nst_core.registry import Entry, Registries, collect_registries
-from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm
+from nst_core.registry import Registries, collect_registries
+from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, MemoryProfile
 
 MIN_WORKING_SIDE = 32
 """The shortest side the network works at: VGG's relu5_1 sees 1/16 of it (2 px here)."""
@@ -75,69 +79,61 @@ class SizePlan:
     shapes: tuple[tuple[int, int], ...]
     steps: tuple[int, ...]
     output_size: tuple[int, int]
-    memory: MemoryPlan | None
+    memory: MemoryPlan
     requested_size: int
     notes: tuple[str, ...] = ()
 
 
 def plan_sizes(config: StyleConfig, height: int, width: int, device: torch.device, *,
-               model_memory: bool = True, available: int | None = None) -> SizePlan:
+               available: int | None = None, **memory: Any) -> SizePlan:
     """Working sizes, steps per scale and the memory decision for a ``height × width`` content.
 
     With ``config.fit_memory`` a size that cannot fit is lowered to the largest that does (the
     note says so and by how much the result falls short); otherwise :func:`plan_memory` refuses
-    it. ``model_memory=False`` (a backbone whose memory is not modelled) skips the memory part.
+    it. ``memory`` goes to :func:`plan_memory` (``supports_checkpoint``, ``scale``,
+    ``style_sizes``, ``masks``: the backbone's and the inputs' share; ``style_scale`` is the config's).
     :raises ResourceError: it cannot fit, even at the smallest size.
     """
     requested = config.size
     notes: list[str] = []
 
-    def decide(cfg: StyleConfig) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], MemoryPlan | None]:
+    def decide(cfg: StyleConfig) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], MemoryPlan]:
         shapes = tuple(scale_shapes(cfg, height, width))
         steps = steps_per_scale(cfg, len(shapes))
-        if not model_memory:
-            return shapes, steps, None
         return shapes, steps, plan_memory(list(shapes), precision=cfg.precision, device=device, steps=steps[-1],
-                                          optimizer=cfg.optimizer, checkpoint=cfg.checkpoint, available=available)
+                                          optimizer=cfg.optimizer, checkpoint=cfg.checkpoint, available=available,
+                                          style_scale=cfg.style_scale, **memory)
 
     try:
-        shapes, steps, memory = decide(config)
+        shapes, steps, plan = decide(config)
     except ResourceError:
         if not config.fit_memory:
             raise
-        free = available if available is not None else available_bytes(device)
-        h, w = working_shape(height, width, config.size)
-        side = largest_fitting_size(h, w, free or 0, precision=config.precision, device=device,
-                                    checkpoint=config.checkpoint is not False, optimizer=config.optimizer,
-                                    steps=steps_per_scale(config, len(scale_shapes(config, height, width)))[-1])
-        side = min(side, config.size - 1)
-        while True:  # fewer scales can mean more steps (L-BFGS pairs) at the top: step down until it fits
-            if side < MIN_WORKING_SIDE:
-                raise
+        lo, hi = MIN_WORKING_SIDE - 1, config.size  # decide() fits at lo (or nothing does), not at hi
+        found = None
+        while hi - lo > 1:  # the memory needed grows with the size
+            mid = (lo + hi) // 2
             try:
-                shapes, steps, memory = decide(config.replace(size=side))
-                break
+                found, lo = decide(config.replace(size=mid)), mid
             except ResourceError:
-                side = int(side * 0.9)
-        config = config.replace(size=side)
-        out_h, out_w = fit_longest_side(height, width, side)
+                hi = mid
+        if found is None:
+            raise
+        shapes, steps, plan = found
+        h, w = working_shape(height, width, config.size)
+        config = config.replace(size=lo)
+        out_h, out_w = fit_longest_side(height, width, lo)
         notes.append(f"memory: {w}×{h} does not fit the free memory of {device.type}, so the run stops at "
-                     f"{out_w}×{out_h} (the largest size that fits) and the result is {requested / side:.2f}× "
+                     f"{out_w}×{out_h} (the largest size that fits) and the result is {requested / lo:.2f}× "
                      f"smaller than asked")
-    if memory is not None and memory.note:
-        notes.append(memory.note)
+    if plan.note:
+        notes.append(plan.note)
     out_h, out_w = fit_longest_side(height, width, config.size)
-    return SizePlan(config, shapes, steps, (out_w, out_h), memory, requested, tuple(notes))
+    return SizePlan(config, shapes, steps, (out_w, out_h), plan, requested, tuple(notes))
 
 
-def one_line(exc: BaseException) -> str:
-    """``"TypeName: message"`` on one line, for messages that quote a plug-in's exception."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def plugin_label(entry: Entry) -> str:
-    """``plug-in 'name' (distribution)`` for messages that blame a plug-in."""
-    return f"plug-in {entry.plugin!r} ({entry.distribution})"
+__all__ = ["BoundTerm", "LayerInfo", "Model", "RunPlan", "SizePlan", "load_model", "one_line", "plan", "plan_sizes",
+           "plugin_label", "steps_per_scale"]
 
 
 @dataclass
@@ -154,17 +150,22 @@ class BoundTerm:
     fixed_weights: dict[str, float] | None
     term: LossTerm
     loss: BoundLoss | None = None
+    schedule_label: str = ""
+    """``layer schedule 'x' from plug-in 'p' (dist 1.0)``, for messages (when ``schedule`` varies)."""
 
     def layer_weights(self, layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
-        """λ[l] for ``layers`` at ``progress`` (fraction of the scale's steps done, in [0, 1])."""
+        """λ[l] for ``layers`` at ``progress`` (fraction of the scale's steps done, in [0, 1]);
+        a varying schedule's weights are checked (finite, >= 0, one per layer) at every call."""
         if self.fixed_weights is not None:
             return self.fixed_weights
         assert self.schedule is not None, "a term with layers has fixed weights or a schedule"
-        return self.schedule(layers, channels, progress)
+        what = f"{self.schedule_label} (weighting loss term {self.name!r})"
+        return check_layer_weights(what, call_plugin(what, self.schedule, layers, channels, progress), layers)
 
     @property
     def low_precision_features(self) -> bool:
-        return bool(getattr(self.term, "low_precision_features", False))
+        """The term's declared :attr:`LossTerm.low_precision_features`."""
+        return self.term.low_precision_features is True
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,19 @@ class Model:
     backbone: Backbone
     layers: tuple[str, ...]
     info: LayerInfo
+    label: str = "backbone"
+    """``backbone 'x' from plug-in 'p' (dist 1.0)``, for messages that blame it."""
+    memory_profile: MemoryProfile = MemoryProfile(VGG19_SAVED_BYTES_PER_PIXEL)
+    """The backbone's declared profile, or the one measured when it was loaded."""
+
+    def features(self, image: Tensor, layers: Sequence[str], precision: str, **options: Any) -> dict[str, Tensor]:
+        """:func:`nst_core.precision.backbone_features` of this backbone, checked: a forward that
+        raises, lacks a requested layer or has another channel count than declared is a
+        one-line PluginError naming the backbone's plug-in."""
+        from nst_core.precision import backbone_features
+
+        features = call_plugin(self.label, backbone_features, self.backbone, image, layers, precision, **options)
+        return check_features(self.label, features, layers, self.backbone.channels, image)
 
     def serves(self, config: StyleConfig, device: torch.device, layers: Sequence[str]) -> bool:
         """True when this model computes every one of ``layers`` for ``config`` on ``device``."""
@@ -206,31 +220,60 @@ class Model:
         return all(self.info.names.index(layer) <= deepest for layer in layers)
 
 
-def _build_backbone(config: StyleConfig, registries: Registries) -> Backbone:
-    entry = registries.backbones.entry(config.backbone)
+def _accepts(factory: Any, **kwargs: Any) -> bool:
+    """Whether ``factory``'s signature takes ``kwargs`` (True when it cannot be told)."""
     try:
-        backbone = entry.obj(pooling=config.pooling)
-    except NSTError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"backbone {config.backbone!r} from {plugin_label(entry)} failed to "
-                          f"load: {one_line(exc)}") from exc
-    return cast(Backbone, backbone)
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): let the call decide
+        return True
+    return True
+
+
+def term_params(name: str, registries: Registries) -> ParamSpec:
+    """The declared parameters of loss term ``name`` (:mod:`nst_core.params`).
+
+    :raises UnknownNameError: no such loss term. :raises PluginError: a declaration that cannot
+        be checked (an unsupported type), naming the plug-in.
+    """
+    entry = registries.loss_terms.entry(name)
+    try:
+        return param_spec(entry.obj)
+    except TypeError as exc:
+        raise PluginError(f"loss term {name!r} from {plugin_label(entry)} declares its parameters wrongly: "
+                          f"{exc}") from None
+
+
+def build_backbone(config: StyleConfig, registries: Registries) -> Backbone:
+    """``config``'s backbone, built and checked as a run builds it (for listing its layers)."""
+    return _build_backbone(config, registries)[0]
+
+
+def _build_backbone(config: StyleConfig, registries: Registries) -> tuple[Backbone, str]:
+    """Call the backbone's factory (``factory()``, or ``factory(pooling=...)`` for a pooling
+    other than "max") and check what it returns; returns the backbone and its label."""
+    entry = registries.backbones.entry(config.backbone)
+    label = f"backbone {config.backbone!r} from {plugin_label(entry)}"
+    kwargs = {} if config.pooling == "max" else {"pooling": config.pooling}
+    if kwargs and not _accepts(entry.obj, **kwargs):
+        raise ConfigError(f"backbone {config.backbone!r} has no pooling option; use pooling='max' with it")
+    backbone = check_backbone(label, call_plugin(f"{label}, loading,", entry.obj, **kwargs))
+    backbone.eval()
+    backbone.requires_grad_(False)
+    return backbone, label
 
 
 def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, info: LayerInfo) -> BoundTerm:
     """A :class:`LossSpec` -> its plug-in object with layers and λ[l] (not bound to targets yet)."""
     entry = registries.loss_terms.entry(spec.name)
-    try:
-        term = entry.obj(**spec.params)
-    except TypeError as exc:
-        raise ConfigError(f"loss term {spec.name!r} does not accept parameters {dict(spec.params)}: {exc}") from None
-    except NSTError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"loss term {spec.name!r} from {plugin_label(entry)} failed to start: "
-                          f"{one_line(exc)}") from exc
-    role = getattr(term, "role", None)
+    label = f"loss term {spec.name!r} from {plugin_label(entry)}"
+    params = check_params(spec.name, term_params(spec.name, registries), spec.params)
+    term = call_plugin(f"{label}, starting,", entry.obj, **params)
+    if not isinstance(term, LossTerm):
+        raise PluginError(f"{label}: its factory returned {type(term).__name__}; it must return an instance of "
+                          f"nst_core.LossTerm")
+    role = term.role
     if role not in ("content", "style", "image"):
         raise PluginError(f"loss term {spec.name!r} from {plugin_label(entry)} has role {role!r}; "
                           f"expected 'content', 'style' or 'image'")
@@ -248,21 +291,29 @@ def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, in
         if total <= 0:
             raise ConfigError(f"loss term {spec.name!r}: the layer weights must not all be 0")
         fixed = {layer: spec.layer_weights[layer] / total for layer in layers}
-    elif layers:
-        schedule = registries.schedules.get(spec.schedule or "uniform")
+    schedule_label = ""
+    if spec.layer_weights is None and layers:
+        schedule_name = spec.schedule or "uniform"
+        schedule_entry = registries.schedules.entry(schedule_name)
+        schedule = schedule_entry.obj
+        schedule_label = f"layer schedule {schedule_name!r} from {plugin_label(schedule_entry)}"
+        if not isinstance(schedule, LayerSchedule):
+            raise PluginError(f"{schedule_label} is a {type(schedule).__name__}; register a nst_core.LayerSchedule")
         if not schedule.varies:
-            fixed = schedule(layers, info.channels, 0.0)
-    return BoundTerm(spec.name, plugin_label(entry), spec.weight, layers, schedule, fixed, cast(LossTerm, term))
+            what = f"{schedule_label} (weighting loss term {spec.name!r})"
+            fixed = check_layer_weights(what, call_plugin(what, schedule, layers, info.channels, 0.0), layers)
+    return BoundTerm(spec.name, plugin_label(entry), spec.weight, layers, schedule, fixed, term,
+                     schedule_label=schedule_label)
 
 
-def _term_layers(spec: LossSpec, term: Any, role: str, info: LayerInfo) -> tuple[str, ...]:
+def _term_layers(spec: LossSpec, term: LossTerm, role: str, info: LayerInfo) -> tuple[str, ...]:
     if role == "image":
         return ()
     if spec.layers is not None:
         return spec.layers
     if spec.layer_weights is not None:
         return tuple(spec.layer_weights)
-    if getattr(term, "default_layers", None):
+    if term.default_layers:
         return tuple(term.default_layers)
     return info.default_content if role == "content" else info.default_style
 
@@ -291,12 +342,20 @@ def load_model(config: StyleConfig | None = None, *, registries: Registries | No
     config = (config or StyleConfig()).replace(**overrides) if overrides else (config or StyleConfig())
     registries = registries or collect_registries()
     device = resolve_device(config.device)
-    backbone = _build_backbone(config, registries)
+    backbone, label = _build_backbone(config, registries)
     info = LayerInfo.of(backbone)
     layers = _layers_of(resolve_terms(config, registries, info))
     if layers:
-        backbone = backbone.truncated(layers)
-    return Model(config.backbone, config.pooling, device, backbone.to(device), layers, info)
+        backbone = check_backbone(label, call_plugin(f"{label}, in truncated(),", backbone.truncated, layers), layers)
+    backbone = call_plugin(f"{label}, moving to {device},", backbone.to, device)
+    profile = backbone.memory_profile
+    if profile is None and layers:  # measured: one forward at 64 and 128 px, which also checks forward()
+        def measured_forward(image: Tensor, wanted: Sequence[str]) -> dict[str, Tensor]:
+            return check_features(label, backbone(image, wanted), wanted, backbone.channels, image)
+
+        profile = call_plugin(label, measure_memory_profile, backbone, layers, device, forward=measured_forward)
+    return Model(config.backbone, config.pooling, device, backbone, layers, info, label=label,
+                 memory_profile=profile or MemoryProfile(VGG19_SAVED_BYTES_PER_PIXEL))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,8 +366,8 @@ class RunPlan:
     asked (its seed may be None), which the result and the resume state keep.
     ``shapes`` are the working ``(h, w)`` of each scale, coarse to fine, and ``sizes`` the same
     as ``(w, h)``; ``output_size`` is the result's ``(w, h)``. ``memory`` is the memory decision
-    (None for a backbone whose memory is not modelled). A plan binds its terms to targets when it
-    runs: run one plan at a time.
+    (from the backbone's declared or measured :class:`~nst_core.types.MemoryProfile`). A plan
+    binds its terms to targets when it runs: run one plan at a time.
     """
 
     config: StyleConfig
@@ -318,11 +377,15 @@ class RunPlan:
     seed_given: bool
     shapes: tuple[tuple[int, int], ...]
     output_size: tuple[int, int]
-    memory: MemoryPlan | None
+    memory: MemoryPlan
     model: Model
     terms: tuple[BoundTerm, ...]
     inputs: RunInputs = field(repr=False)
     notes: tuple[str, ...] = ()
+    plugins: tuple[Mapping[str, str], ...] = ()
+    """Where every name the run uses comes from: ``{"kind", "name", "plugin", "distribution"}``
+    per backbone, loss term, layer schedule and preset (``distribution`` is ``"built-in"`` or
+    ``"dist-name version"``); run records keep it."""
     steps: tuple[int, ...] = ()
     """Optimiser steps of each scale, coarse to fine (``()``: ``config.steps`` at every scale)."""
 
@@ -345,10 +408,40 @@ class RunPlan:
         return _layers_of(self.terms)
 
 
+def provenance(config: StyleConfig, registries: Registries, terms: Sequence[BoundTerm],
+               preset: str | None = None) -> tuple[dict[str, str], ...]:
+    """``{"kind", "name", "plugin", "distribution"}`` for the backbone, every loss term, every
+    layer schedule the terms use and the preset (if any): what :attr:`RunPlan.plugins` holds."""
+    wanted = [("backbone", registries.backbones, config.backbone)]
+    wanted += [("loss term", registries.loss_terms, t.name) for t in terms]
+    specs = {spec.name: spec for spec in config.loss_specs()}
+    wanted += [("layer schedule", registries.schedules, specs[t.name].schedule or "uniform")
+               for t in terms if t.schedule is not None]
+    if preset is not None:
+        wanted.append(("preset", registries.presets, preset))
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for kind, registry, name in wanted:
+        entry = registry.entry(name)
+        out[(kind, name)] = {"kind": kind, "name": name, "plugin": entry.plugin, "distribution": entry.distribution}
+    return tuple(out.values())
+
+
+def config_for_preset(preset: str, config: StyleConfig | None, registries: Registries) -> StyleConfig:
+    """The config a ``preset=`` argument starts from (``overrides`` then go on top).
+
+    :raises ConfigError: ``config`` given too (say one or the other). :raises UnknownNameError:
+        no such preset.
+    """
+    if config is not None:
+        raise ConfigError("give either config= or preset= (a preset is a starting config; change its fields "
+                          "with keyword arguments: preset='fast', size=256)")
+    return config_from_preset(registries.presets.get(preset))
+
+
 def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
          *, registries: Registries | None = None, model: Model | None = None,
          init_image: ImageSource | None = None, style_masks: Sequence[ImageSource | None] | None = None,
-         guides: Mapping[str, Tensor] | None = None, **overrides: Any) -> RunPlan:
+         guides: Mapping[str, Tensor] | None = None, preset: str | None = None, **overrides: Any) -> RunPlan:
     """Decide everything about a run of ``content`` with ``styles`` (see :func:`nst_core.stylize`
     for the arguments), read its images and refuse what cannot run, without optimising anything.
 
@@ -356,15 +449,19 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
         one is built: ``plan.model`` says which).
     :param guides: extra tensors for loss terms, ``{name: (1, C, H, W)}`` float at any size;
         each scale gets them resized to its working size in ``Targets.guides``.
+    :param preset: start from this preset's settings (``nst list presets``) instead of
+        ``config`` (give one or the other); ``overrides`` change fields on top.
     :raises NSTError: an unknown name or layer, a bad image, a size that cannot fit in memory.
     """
+    registries = registries or collect_registries()
+    if preset is not None:
+        config = config_for_preset(preset, config, registries)
     config = config or StyleConfig()
     if overrides:
         config = config.replace(**overrides)
     device = resolve_device(config.device)
     config = config.replace(precision=resolve_precision(config.precision, device))
     requested = config
-    registries = registries or collect_registries()
     if model is not None:
         terms = resolve_terms(config, registries, model.info)
         if not model.serves(config, device, _layers_of(terms)):
@@ -375,11 +472,15 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
     inputs = prepare_inputs(content, styles, style_masks, init_image, config, guides)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     height, width = inputs.content.shape[-2:]
-    # the VGG backbones, whose memory nst_core.memory has measured; ResourceError if it cannot fit
-    sized = plan_sizes(config, height, width, device, model_memory=hasattr(model.backbone, "checkpoint"))
+    sized = plan_sizes(config, height, width, device,  # ResourceError if it cannot fit
+                       supports_checkpoint=model.backbone.supports_checkpoint,
+                       scale=model.memory_profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL,
+                       style_sizes=[(s.shape[-2], s.shape[-1]) for s in inputs.styles],
+                       masks=sum(m is not None for m in inputs.masks))
     if sized.config.size != config.size:  # fit_memory lowered it: the record says what ran
         config, requested = sized.config, requested.replace(size=sized.config.size)
     return RunPlan(config=config.replace(seed=seed), requested=requested, device=device, seed=seed,
                    seed_given=config.seed is not None, shapes=sized.shapes, output_size=sized.output_size,
                    memory=sized.memory, model=model, terms=tuple(terms), inputs=inputs,
-                   notes=(*inputs.notes, *sized.notes), steps=sized.steps)
+                   notes=(*inputs.notes, *sized.notes), plugins=provenance(config, registries, terms, preset),
+                   steps=sized.steps)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+import traceback
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import warnings
 
-from nst_core.errors import PluginError, PluginWarning, UnknownNameError
+from nst_core.errors import NSTError, PluginError, PluginWarning, UnknownNameError
 
 if TYPE_CHECKING:
     from nst_core.plugins import NSTPluginManager
@@ -66,6 +67,10 @@ class Registry(Generic[T]):
                 hint = "These plug-ins failed to load: " + "; ".join(self.broken_plugins)
             raise UnknownNameError(self.kind, name, self._entries, hint) from None
 
+    def discard(self, name: str) -> None:
+        """Remove ``name`` (a preset found invalid after registration)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         return list(self._entries)
 
@@ -86,6 +91,60 @@ class Registries:
     presets: Registry[Mapping[str, Any]]
     problems: list[str] = field(default_factory=list)
     """One line per plug-in that failed (import, duplicate name, hook raising)."""
+    tracebacks: dict[str, str] = field(default_factory=dict)
+    """``{problem line: the plug-in's formatted traceback}``, for problems that come from an
+    exception in plug-in code (``nst --debug`` prints them)."""
+
+    def provenance(self, kind: str, name: str) -> dict[str, str]:
+        """``{"plugin": ..., "distribution": ...}`` of ``name`` in the registry of ``kind``
+        ("backbones", "loss_terms", "schedules", "presets"), for run records."""
+        entry = getattr(self, kind).entry(name)
+        return {"plugin": entry.plugin, "distribution": entry.distribution}
+
+
+def _check_object(kind: str, obj: object) -> str | None:
+    """What is wrong with a registered object of ``kind`` (None: nothing)."""
+    from nst_core.types import LayerSchedule
+
+    if kind in ("backbone", "loss term") and not callable(obj):
+        return f"is a {type(obj).__name__}, not a factory (a class or function that returns the {kind})"
+    if kind == "layer schedule" and not isinstance(obj, LayerSchedule):
+        return f"is a {type(obj).__name__}; register nst_core.LayerSchedule(fn, varies=...)"
+    if kind == "preset":
+        if not isinstance(obj, Mapping):
+            return f"is a {type(obj).__name__}; a preset is a mapping of StyleConfig fields"
+        from nst_core.config import config_from_preset
+
+        try:
+            config_from_preset(obj)
+        except NSTError as exc:
+            return f"is invalid: {exc}"
+        except (TypeError, ValueError) as exc:
+            return f"is invalid: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _preset_names(settings: Mapping[str, Any], regs: Registries) -> str | None:
+    """The first name a preset uses that no plug-in provides, as a message (None: all known)."""
+    from nst_core.config import config_from_preset
+
+    config = config_from_preset(settings)
+    wanted = [(regs.backbones, config.backbone), (regs.schedules, config.layer_schedule)]
+    wanted += [(regs.loss_terms, spec.name) for spec in config.loss_specs()]
+    wanted += [(regs.schedules, spec.schedule) for spec in config.loss_specs() if spec.schedule]
+    for registry, name in wanted:
+        if name not in registry:
+            return f"uses the unknown {registry.kind} {name!r}"
+    from nst_core.params import check_params, param_spec
+
+    for spec in config.loss_specs():
+        try:
+            check_params(spec.name, param_spec(regs.loss_terms.get(spec.name)), spec.params)
+        except TypeError:
+            pass  # the loss term's own declaration is wrong: reported when it is used
+        except NSTError as exc:
+            return f"is invalid: {exc}"
+    return None
 
 
 def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
@@ -101,7 +160,7 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
         pm = get_plugin_manager()
     problems = list(pm.load_failures)
     regs = Registries(Registry("backbone"), Registry("loss term"), Registry("layer schedule"), Registry("preset"),
-                      problems)
+                      problems, dict(pm.tracebacks))
     hooks = (
         (pm.hook.nst_register_backbones, regs.backbones),
         (pm.hook.nst_register_loss_terms, regs.loss_terms),
@@ -116,6 +175,10 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
             def register(name: str, obj: object, *, description: str = "",
                          _registry: Registry = registry, _plugin: str = plugin, _dist: str = dist) -> None:
                 try:
+                    wrong = _check_object(_registry.kind, obj)
+                    if wrong is not None:
+                        raise PluginError(f"{_registry.kind} {name!r} from plug-in {_plugin!r} ({_dist}) {wrong}; "
+                                          f"it is ignored")
                     _registry.add(name, obj, description=description, plugin=_plugin, distribution=_dist)
                 except PluginError as exc:
                     if pm.is_builtin(_plugin):
@@ -127,8 +190,18 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
             except Exception as exc:  # a third-party hook raising must not take the others down
                 if pm.is_builtin(plugin):
                     raise
-                problems.append(f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
-                                f"{type(exc).__name__}: {exc}")
+                line = (f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+                problems.append(line)
+                regs.tracebacks[line] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for entry in list(regs.presets):  # now that every name is known
+        wrong = _preset_names(entry.obj, regs)
+        if wrong is not None:
+            if entry.distribution == "built-in":
+                raise PluginError(f"built-in preset {entry.name!r} {wrong}")
+            regs.presets.discard(entry.name)
+            problems.append(f"preset {entry.name!r} from plug-in {entry.plugin!r} ({entry.distribution}) {wrong}; "
+                            f"it is ignored")
     broken = tuple(problems)
     for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets):
         registry.broken_plugins = broken

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from nst_core.config import StyleConfig, config_to_dict
-from nst_core.image import save_image, save_text, to_pil
+from nst_core.image import image_encoder, save_image, save_together, to_pil
 from nst_core.resume import RunState
 
 RECORD_FORMAT = "nst-record/1"
@@ -52,6 +52,8 @@ class StyleResult:
     recoveries: int = 0
     state: RunState | None = field(default=None, repr=False, compare=False)
     """With ``status == "stopped"``: where the run stopped; ``stylize(..., resume=state)`` goes on."""
+    plugins: tuple[Mapping[str, str], ...] = ()
+    """Where each name the run used came from (:attr:`nst_core.RunPlan.plugins`)."""
 
     def to_pil(self):
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
@@ -81,6 +83,7 @@ class StyleResult:
             "terms": self.terms,
             "elapsed": round(self.elapsed, 3),
             "sizes": [list(s) for s in self.sizes],
+            "plugins": [dict(p) for p in self.plugins],
             **extra,
         }
 
@@ -94,7 +97,7 @@ class StyleResult:
             record = self.record()
         if record:
             text = json.dumps(record, indent=2, sort_keys=True)
-            written = save_image(self.image, path, alpha=self.alpha, text={RECORD_KEY: text}, **options)
-            save_text(Path(f"{written}.json"), text + "\n")
-            return written
+            path = Path(path)  # the image and its record are written together, or neither
+            encode = image_encoder(self.image, path, alpha=self.alpha, text={RECORD_KEY: text}, **options)
+            return save_together([(path, encode), (Path(f"{path}.json"), (text + "\n").encode("utf-8"))])[0]
         return save_image(self.image, path, alpha=self.alpha, **options)

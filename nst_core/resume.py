@@ -30,16 +30,18 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+import re
+from typing import Any, BinaryIO
 import warnings
+import zipfile
 
 import torch
 from torch import Tensor
 
 from nst_core.device import resolve_device
 from nst_core.config import StyleConfig, config_to_dict
-from nst_core.errors import ResumeError
-from nst_core.image import LoadedImage, save_bytes
+from nst_core.errors import ResumeError, printable
+from nst_core.image import LoadedImage, open_regular_file, save_bytes
 from nst_core.precision import resolve_precision
 
 RESUME_FORMAT = "nst-resume/1"
@@ -179,6 +181,14 @@ def check_resume(state: RunState, *, config: StyleConfig, inputs: Mapping[str, s
     if state.total != total or not 1 <= state.scale <= len(shapes) or not 0 <= state.step <= total:
         raise ResumeError(f"cannot resume: the state (scale {state.scale}, step {state.step} of {state.total}) does "
                           f"not fit this run ({len(shapes)} scale(s), {total} steps)")
+    from nst_core.planning import steps_per_scale  # planning imports the engine's modules; late
+
+    per_scale = steps_per_scale(config, len(shapes))
+    deficit = sum(per_scale[:state.scale - 1]) + state.scale_step - state.step  # steps lost to recoveries
+    if not 0 <= state.scale_step <= per_scale[state.scale - 1] or not 0 <= deficit <= state.recoveries:
+        raise ResumeError(f"cannot resume: the state (step {state.scale_step} of scale {state.scale}, step "
+                          f"{state.step} of {state.total} in all) does not add up with "
+                          f"{'/'.join(map(str, per_scale))} steps per scale; delete it, or start afresh")
     h, w = shapes[state.scale - 1]
     if tuple(state.x.shape) != (1, 3, h, w) or tuple(state.best_x.shape) != (1, 3, h, w):
         raise ResumeError(f"cannot resume: the state's image is {tuple(state.x.shape)} but scale {state.scale} "
@@ -229,6 +239,52 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+MAX_NOTES = 50
+MAX_NOTE_CHARS = 1000
+_INPUT_NAME = re.compile(r"content|init|(style|mask) [1-9][0-9]{0,3}")
+_DIGEST = re.compile(r"[0-9a-f]{1,128}")
+
+
+def _check_archive(handle: BinaryIO, refuse: str) -> None:
+    """Refuse, before anything is allocated, a file whose contents are compressed: ``torch.save``
+    stores every record as it is, so what loading allocates is bounded by the file's size, and a
+    small file cannot unpack into gigabytes."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        handle.seek(0)
+        return  # not a zip archive: torch.load refuses it below
+    size = os.fstat(handle.fileno()).st_size
+    unpacked = sum(entry.file_size for entry in entries)
+    if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries) or unpacked > size:
+        raise ResumeError(f"{refuse} (its records are compressed to {size:,} bytes from {unpacked:,}, which "
+                          f"nst never writes); refusing to load it. Delete it, or start afresh")
+    handle.seek(0)
+
+
+def _check_values(data: dict[str, Any], refuse: str) -> None:
+    """Ranges and finiteness of the numbers of a state (the types are checked already)."""
+    for key in ("scale", "total"):
+        if data[key] < 1:
+            raise ResumeError(f"{refuse}: its {key!r} is {data[key]}, not >= 1")
+    for key in ("step", "scale_step", "recoveries"):
+        if data[key] < 0:
+            raise ResumeError(f"{refuse}: its {key!r} is {data[key]}, not >= 0")
+    if data["step"] > data["total"]:
+        raise ResumeError(f"{refuse}: it is at step {data['step']} of {data['total']}")
+    if not 0 <= data["seed"] < 2**63:
+        raise ResumeError(f"{refuse}: its seed {data['seed']} is out of range")
+    if not (math.isfinite(data["elapsed"]) and data["elapsed"] >= 0):
+        raise ResumeError(f"{refuse}: its elapsed time {data['elapsed']!r} is not a finite number >= 0")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in data["best_values"]):
+        raise ResumeError(f"{refuse}: its best loss values are not finite numbers")
+    if not all(isinstance(k, str) and _INPUT_NAME.fullmatch(k) and isinstance(v, str) and _DIGEST.fullmatch(v)
+               for k, v in data["inputs"].items()):
+        raise ResumeError(f"{refuse}: its input fingerprints are not image names with hex digests")
+
+
 def load_state(path: str | os.PathLike) -> RunState:
     """Read a state written by :func:`save_state`, with ``torch.load(weights_only=True)`` only.
 
@@ -238,20 +294,20 @@ def load_state(path: str | os.PathLike) -> RunState:
     """
     path = Path(path)
     refuse = f"{path}: not a resume file nst can use"
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of a foreign file
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ResumeError(f"{path}: no such resume file") from None
-    except IsADirectoryError:
-        raise ResumeError(f"{path}: is a folder, not a resume file") from None
-    except OSError as exc:
-        raise ResumeError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except Exception as exc:  # weights-only refusal (UnpicklingError), damaged zip (RuntimeError), ...
-        detail = " ".join(str(exc).split())[:120]
-        raise ResumeError(f"{refuse} (damaged, or it holds more than tensors and numbers: {type(exc).__name__}: "
-                          f"{detail}); refusing to load it. Delete it, or start afresh") from None
+    with open_regular_file(path, error=ResumeError, kind="a resume file", allow_empty=True,
+                           missing=f"{path}: no such resume file") as handle:
+        _check_archive(handle, refuse)
+        try:
+            with warnings.catch_warnings():  # torch warns about the pickle protocol of a foreign file
+                warnings.simplefilter("ignore")
+                data = torch.load(handle, map_location="cpu", weights_only=True)
+        except OSError as exc:
+            raise ResumeError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except Exception as exc:  # weights-only refusal (UnpicklingError), damaged zip (RuntimeError), ...
+            detail = " ".join(str(exc).split())[:120]
+            raise ResumeError(f"{refuse} (damaged, or it holds more than tensors and numbers: "
+                              f"{type(exc).__name__}: {detail}); refusing to load it. Delete it, or start "
+                              f"afresh") from None
     if not isinstance(data, dict) or data.get("format") != RESUME_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ResumeError(f"{refuse} (format {found!r}, expected {RESUME_FORMAT!r})")
@@ -261,6 +317,7 @@ def load_state(path: str | os.PathLike) -> RunState:
             value = data[key] = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ResumeError(f"{refuse}: its {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    _check_values(data, refuse)
     for key in ("x", "best_x"):
         tensor = data[key]
         if tensor.dtype != torch.float32 or tensor.dim() != 4 or tensor.shape[:2] != (1, 3) \
@@ -280,13 +337,16 @@ def load_state(path: str | os.PathLike) -> RunState:
     if data["range_weight"] is not None and not (math.isfinite(data["range_weight"]) and data["range_weight"] >= 0):
         raise ResumeError(f"{refuse}: its range weight {data['range_weight']!r} is not a finite number >= 0")
     try:
-        json.loads(data["settings"])
-    except ValueError:
+        settings = json.loads(data["settings"])
+    except (ValueError, RecursionError):
         raise ResumeError(f"{refuse}: its settings are not JSON") from None
+    if not isinstance(settings, dict):
+        raise ResumeError(f"{refuse}: its settings are not a JSON object")
     return RunState(scale=data["scale"], scale_step=data["scale_step"], step=data["step"], total=data["total"],
                     x=data["x"], best_x=data["best_x"], best_values=tuple(float(v) for v in data["best_values"]),
                     seed=data["seed"], settings=data["settings"], inputs=dict(data["inputs"]),
-                    precision=data["precision"], checkpoint=data["checkpoint"], notes=tuple(data["notes"]),
+                    precision=data["precision"], checkpoint=data["checkpoint"],
+                    notes=tuple(printable(n)[:MAX_NOTE_CHARS] for n in data["notes"][:MAX_NOTES]),
                     recoveries=data["recoveries"], elapsed=data["elapsed"], range_weight=data["range_weight"],
                     lbfgs_move=None if move is None else (move[0], move[1]))
 

@@ -7,12 +7,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from nst_core.errors import NSTError, PluginError
+from nst_core.contract import call_plugin
+from nst_core.errors import PluginError
 from nst_core.image import resize
-from nst_core.oom import OutOfMemory
-from nst_core.planning import BoundTerm, one_line, working_shape
-from nst_core.precision import backbone_features
-from nst_core.types import Backbone, Targets
+from nst_core.planning import BoundTerm, Model, working_shape
+from nst_core.types import Targets
 
 
 def _resize_guide(guide: Tensor, height: int, width: int) -> Tensor:
@@ -24,7 +23,7 @@ def _resize_guide(guide: Tensor, height: int, width: int) -> Tensor:
                                            antialias=shrinking)
 
 
-def bind_targets(terms: Sequence[BoundTerm], backbone: Backbone, layers: Sequence[str], *, content: Tensor,
+def bind_targets(terms: Sequence[BoundTerm], model: Model, layers: Sequence[str], *, content: Tensor,
                  styles: Sequence[Tensor], blend: tuple[float, ...], masks: Sequence[Tensor | None],
                  guides: Mapping[str, Tensor], style_scale: float, precision: str, device: torch.device) -> None:
     """Compute the features of the content and style images at this scale and bind every term.
@@ -34,16 +33,18 @@ def bind_targets(terms: Sequence[BoundTerm], backbone: Backbone, layers: Sequenc
         is ``style_scale`` times the working size.
     :param masks: ``(1, 1, h, w)`` on ``device`` per style, or None.
     :param guides: ``(1, C, Hg, Wg)`` on the CPU; resized (bilinear) to ``(h, w)`` on ``device``.
-    Sets ``term.loss`` of every term; a plug-in that fails to bind is a one-line PluginError.
+    Sets ``term.loss`` of every term; a plug-in that fails to bind (or a backbone that fails on
+    the targets) is a one-line PluginError.
     """
+    backbone = model.backbone
     h, w = content.shape[-2:]
-    content_feats = backbone_features(backbone, content, layers, precision, grad=False)
+    content_feats = model.features(content, layers, precision, grad=False)
     style_tensors, style_feats = [], []
     for style in styles:
         sh, sw = working_shape(style.shape[-2], style.shape[-1], max(16, round(max(h, w) * style_scale)))
         s = resize(style, sh, sw).to(device)
         style_tensors.append(s)
-        style_feats.append(backbone_features(backbone, s, layers, precision, grad=False))
+        style_feats.append(model.features(s, layers, precision, grad=False))
     scaled_guides = {name: _resize_guide(g, h, w).to(device) for name, g in guides.items()}
     for t in terms:
         targets = Targets(
@@ -57,10 +58,9 @@ def bind_targets(terms: Sequence[BoundTerm], backbone: Backbone, layers: Sequenc
             masks=tuple(masks),
             guides=scaled_guides,
         )
-        try:
-            t.loss = t.term.bind(targets)
-        except (NSTError, OutOfMemory):
-            raise
-        except Exception as exc:
-            raise PluginError(f"loss term {t.name!r} from {t.label} failed to bind its targets: "
-                              f"{one_line(exc)}") from exc
+        what = f"loss term {t.name!r} from {t.label}"
+        loss = call_plugin(f"{what}, binding its targets,", t.term.bind, targets)
+        if not callable(loss):
+            raise PluginError(f"{what}: bind() returned {type(loss).__name__}; it must return the loss function "
+                              f"loss(image, features, layer_weights) -> 0-d tensor")
+        t.loss = loss

@@ -24,18 +24,51 @@ least) the layers the term asked for, ``layer_weights`` λ[l] for those layers a
 """
 
 
-class Backbone(nn.Module):
-    """A feature extractor with named layers.
+@dataclass(frozen=True)
+class MemoryProfile:
+    """How much memory a backbone's backward pass keeps, for the engine's memory check.
 
-    Subclasses set ``layer_names`` (shallow to deep), ``channels`` (layer -> C) and the default
-    content and style layers, normalise their own input and implement :meth:`forward`.
-    Weights must not require grad; the engine never trains them.
+    ``saved_bytes_per_pixel``: bytes autograd keeps for the backward pass per pixel of a float32
+    ``(1, 3, H, W)`` input when the backbone computes its default content and style layers,
+    weights excluded (the slope between two sizes, so fixed costs drop out). The built-in VGG19
+    keeps 1532 (:data:`nst_core.memory.VGG19_SAVED_BYTES_PER_PIXEL`), and nst_core.memory's
+    measured peak bytes per pixel are scaled by ``saved_bytes_per_pixel / 1532``.
+    :func:`nst_core.testing.measure_memory_profile` measures it; a backbone that declares none
+    is measured the same way when a run loads it.
+    """
+
+    saved_bytes_per_pixel: float
+
+    def __post_init__(self) -> None:
+        value = self.saved_bytes_per_pixel
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+            raise ValueError(f"MemoryProfile.saved_bytes_per_pixel must be a positive number, got {value!r}")
+
+
+class Backbone(nn.Module):
+    """A feature extractor with named layers: the contract a backbone plug-in implements.
+
+    Subclasses set ``layer_names`` (shallow to deep), ``channels`` (layer -> C, for every name
+    in ``layer_names``) and the default content and style layers (names from ``layer_names``),
+    normalize their own input and implement :meth:`forward`. The engine puts the backbone in
+    eval mode and stops its weights from requiring grad; it never trains them.
+
+    Declared, with defaults, for the engine's memory check (:mod:`nst_core.memory`):
+
+    * ``memory_profile``: a :class:`MemoryProfile`, or ``None`` (default): the engine measures
+      one when it loads the backbone (one forward pass at 64 and at 128 px);
+    * ``supports_checkpoint``: ``True`` if the backbone honours ``checkpoint`` (gradient
+      checkpointing: recompute instead of keep, less memory). The engine sets ``checkpoint``
+      before a run only on backbones that support it; others always run without.
     """
 
     layer_names: tuple[str, ...] = ()
     channels: Mapping[str, int] = {}
     default_content_layers: tuple[str, ...] = ()
     default_style_layers: tuple[str, ...] = ()
+    memory_profile: MemoryProfile | None = None
+    supports_checkpoint: bool = False
+    checkpoint: bool = False
 
     def forward(self, image: Tensor, layers: Collection[str]) -> FeatureMaps:  # pragma: no cover
         """Features of ``image`` ``(N, 3, H, W)`` in [0, 1] at ``layers``; stops at the deepest."""
@@ -74,13 +107,25 @@ class Targets:
 class LossTerm:
     """A loss term plug-in. Registered by name; constructed with the user's ``params``.
 
-    ``role`` says which layers it uses by default (the backbone's content or style layers, or
-    none for ``"image"`` terms that look at pixels) and which targets it needs.
+    Declared, with defaults (the engine reads nothing else):
+
+    * ``role``: which layers it uses by default (the backbone's content or style layers, or
+      none for ``"image"`` terms that look at pixels) and which targets it needs;
+    * ``default_layers``: layers to use instead of the backbone's defaults for the role
+      (``None``: the backbone's); the user's ``LossSpec.layers`` override both;
+    * ``low_precision_features``: ``True`` if the term accepts bf16/fp16 feature maps under
+      ``precision="bf16"``/``"fp16"`` and computes in float32 itself (saves memory); ``False``
+      (default): it gets float32 features.
+
     :meth:`bind` computes whatever depends only on the targets (Gram matrices, statistics) and
-    returns a :data:`BoundLoss` evaluated at every step.
+    returns a :data:`BoundLoss` evaluated at every step. The loss must return a 0-d floating
+    tensor computed from ``image`` or ``features`` (on the autograd graph), finite; the engine
+    checks each value and names the term when one is not.
     """
 
     role: ClassVar[Role] = "style"
+    default_layers: ClassVar[tuple[str, ...] | None] = None
+    low_precision_features: ClassVar[bool] = False
 
     def bind(self, targets: Targets) -> BoundLoss:  # pragma: no cover
         raise NotImplementedError
@@ -90,13 +135,15 @@ LayerScheduleFn = Callable[[Sequence[str], Mapping[str, int], float], dict[str, 
 """``schedule(layers, channels, progress) -> {layer: λ}``.
 
 ``progress`` is the fraction of the current scale's steps done, in [0, 1]; schedules that do not
-vary over the run ignore it. Built-in schedules return weights that sum to 1.
+vary over the run ignore it. The result must have a finite weight >= 0 (a Python number) for
+every one of ``layers``; the engine checks it. Built-in schedules return weights that sum to 1.
 """
 
 
 @dataclass(frozen=True)
 class LayerSchedule:
-    """A registered layer-weight schedule: the function and whether it depends on ``progress``."""
+    """A registered layer-weight schedule: the function and whether it depends on ``progress``
+    (``varies=False``: the engine calls it once per run; ``True``: once per step)."""
 
     fn: LayerScheduleFn
     varies: bool = False

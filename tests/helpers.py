@@ -19,6 +19,8 @@ from nst_core.image import read_image, resize
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 NST = Path(sys.executable).with_name("nst")
+ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
+"""The environment for `nst` subprocesses: no --debug, plug-ins on."""
 CONTENT = EXAMPLES / "tubingen.jpg"
 STYLE = EXAMPLES / "starry_night.jpg"
 
@@ -55,10 +57,10 @@ def install_broken_plugin(site) -> None:
 
 
 def documented_events() -> dict[str, dict]:
-    """The example event of each kind from PROGRESS_JSONL.md's ```jsonl block."""
+    """The example event of each kind from PROGRESS_JSONL.md's ```jsonl blocks (nst run's, nst batch's)."""
     text = (ROOT / "plugins" / "cli" / "PROGRESS_JSONL.md").read_text()
-    block = text.split("```jsonl\n", 1)[1].split("```", 1)[0]
-    return {event["event"]: event for event in map(json.loads, block.splitlines())}
+    blocks = [part.split("```", 1)[0] for part in text.split("```jsonl\n")[1:]]
+    return {event["event"]: event for block in blocks for event in map(json.loads, block.splitlines())}
 
 
 def same_shape(documented, actual) -> bool:

@@ -127,7 +127,7 @@ USER_ERRORS = {
     "unknown layer": (_run("--content-layers", "relu4_9"), "unknown layer of backbone 'vgg19' 'relu4_9'"),
     "unknown schedule": (_run("--layer-schedule", "unifrom"), "did you mean 'uniform'?"),
     "unknown preset": (_run("--preset", "fsat"), "unknown preset 'fsat'; did you mean 'fast'"),
-    "bad loss parameter": (_run("--loss", "tv:1,colour=2"), "loss term 'tv' does not accept parameters"),
+    "bad loss parameter": (_run("--loss", "tv:1,colour=2"), "unknown parameter of loss term 'tv' 'colour'"),
     "zero size": (_run("--size", "0"), "StyleConfig.size must be >= 16, got 0"),
     "negative steps": (_run("--steps", "-3"), "StyleConfig.steps must be >= 1"),
     "NaN weight": (_run("--content-weight", "nan"), "StyleConfig.content_weight must be finite"),
@@ -220,9 +220,11 @@ def test_broken_plugin_is_a_jsonl_warning_event(site, tmp_path):
 def test_plugins_lists_distributions_versions_and_failures(site):
     install_broken_plugin(site)
     result = nst("plugins")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # something failed
     rows = [line.split("\t") for line in result.stdout.splitlines()]
-    assert ["mean-color", "nst-plugin-example", "0.1.0", "nst_plugin_example.plugin", "loss term mean-color"] in rows
+    assert ["mean-color", "nst-plugin-example", "0.1.0", "nst_plugin_example.plugin",
+            "backbone example-tiny, loss term mean-color, layer schedule example-deep-first, "
+            "preset example-colorful"] in rows
     assert ["broken", "nst-cli-test-broken", "1.2.3", "nst_cli_test_broken", "failed to load"] in rows
 
 

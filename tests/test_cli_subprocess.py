@@ -14,10 +14,7 @@ import threading
 
 from nst_core.image import read_image, resize
 
-from helpers import CONTENT, NST, STYLE, check_documented
-
-ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
-
+from helpers import CONTENT, ENV, NST, STYLE, check_documented
 
 def test_console_script_run_follows_the_jsonl_contract(tmp_path):
     assert NST.is_file(), f"the console script {NST} is not installed"

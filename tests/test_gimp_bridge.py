@@ -223,21 +223,23 @@ def test_private_tempdir_is_named_after_the_process_and_private(tmp_path):
 
 
 def test_clean_stale_tempdirs(tmp_path):
-    dead = tmp_path / f"gimp-nst-{_dead_pid()}-abc"
-    alive = tmp_path / f"gimp-nst-{os.getpid()}-def"
-    old_alive = tmp_path / f"gimp-nst-{os.getpid()}-old"
+    """Only the bridge's own folders (exact name and marker file; tests/test_hardening_gimp.py)."""
+    dead = tmp_path / f"gimp-nst-{_dead_pid()}-abcdefgh"
+    alive = tmp_path / f"gimp-nst-{os.getpid()}-defghijk"
+    old_alive = tmp_path / f"gimp-nst-{os.getpid()}-oldoldol"
     unnamed = tmp_path / "gimp-nst-nopid"
     other = tmp_path / "other-dir"
     for d in (dead, alive, old_alive, unnamed, other):
         d.mkdir()
         (d / "content.png").write_bytes(b"x")
-    a_file = tmp_path / "gimp-nst-1-file"
+        (d / bridge.TEMP_MARKER).write_text(bridge.TEMP_MARKER_TEXT)
+    a_file = tmp_path / "gimp-nst-1-filefile"
     a_file.write_text("not a folder")
     two_days_ago = time.time() - 2 * 24 * 3600
     os.utime(old_alive, (two_days_ago, two_days_ago))
     removed = bridge.clean_stale_tempdirs(str(tmp_path))
-    assert sorted(removed) == sorted(str(p) for p in (dead, old_alive, unnamed))
-    assert alive.is_dir() and other.is_dir() and a_file.is_file()
+    assert sorted(removed) == sorted(str(p) for p in (dead, old_alive))
+    assert alive.is_dir() and other.is_dir() and a_file.is_file() and unnamed.is_dir()
     assert bridge.clean_stale_tempdirs(str(tmp_path / "missing")) == []
 
 

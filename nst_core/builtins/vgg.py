@@ -26,7 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 from nst_core._markers import hookimpl
 from nst_core.errors import BackboneUnavailableError, ConfigError
-from nst_core.types import Backbone, FeatureMaps
+from nst_core.memory import VGG19_SAVED_BYTES_PER_PIXEL
+from nst_core.types import Backbone, FeatureMaps, MemoryProfile
 
 VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -59,6 +60,8 @@ class VGGFeatures(Backbone):
 
     default_content_layers = ("relu4_2",)
     default_style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    memory_profile = MemoryProfile(VGG19_SAVED_BYTES_PER_PIXEL)  # VGG16 keeps less: an upper bound
+    supports_checkpoint = True
 
     def __init__(self, blocks: tuple[tuple[int, ...], ...], convs: list[tuple[Tensor, Tensor]], *,
                  pooling: str = "max", normalization: str = "caffe", channels_last: bool | None = None) -> None:

@@ -15,7 +15,8 @@ from typer.core import TyperGroup
 
 from nst_core import NSTError, __version__
 
-from nst_cli import exit_codes, messages
+from nst_cli import exit_codes, messages, registries
+from nst_cli.batch import EPILOG as BATCH_EPILOG, batch
 from nst_cli.gimp import gimp_app
 from nst_cli.listing import list_app, plugins
 from nst_cli.run import EPILOG as RUN_EPILOG, run
@@ -40,11 +41,13 @@ app = typer.Typer(
     help="Neural style transfer (Gatys et al. 2015): repaint a photo in the style of a painting.",
     epilog="[bold]Examples[/bold]\n\n"
            "  nst run photo.jpg starry_night.jpg -o out.png --size 512 --seed 1\n\n"
+           "  nst batch photos/ --style starry_night.jpg -o out/\n\n"
            "  nst list presets\n\n"
            "  nst --debug run photo.jpg style.jpg -o out.png   [dim](tracebacks for bug reports)[/dim]\n\n"
            "Run `nst COMMAND --help` for each command's options and examples.",
 )
 app.command("run", epilog=RUN_EPILOG)(run)
+app.command("batch", epilog=BATCH_EPILOG)(batch)
 app.add_typer(list_app, name="list")
 app.add_typer(gimp_app, name="gimp")
 app.command("plugins", epilog="[bold]Example[/bold]\n\n  nst plugins")(plugins)
@@ -67,6 +70,7 @@ def main_options(
                                         help="Show tracebacks for errors (for bug reports).")] = False,
 ) -> None:
     """Neural style transfer (Gatys et al. 2015): repaint a photo in the style of a painting."""
+    registries.DEBUG = debug  # plug-in problems then show the plug-in's traceback
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from nst_core.errors import ConfigError
+from nst_core.image import open_regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,17 +34,24 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+MAX_CONFIG_BYTES = 16 * 2**20
+"""A config file larger than this is refused before it is read (settings take a few kB)."""
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """The file's top-level keys (``_`` turned into ``-``) and their TOML values."""
+    """The file's top-level keys (``_`` turned into ``-``) and their TOML values.
+
+    The file must be a regular file (a named pipe or a device is refused, never read) of at most
+    :data:`MAX_CONFIG_BYTES`.
+    """
     try:
-        with open(path, "rb") as handle:
+        with open_regular_file(path, error=ConfigError, kind="a TOML config file", allow_empty=True,
+                               missing=f"{path}: no such config file", max_bytes=MAX_CONFIG_BYTES) as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a TOML config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: its values are nested too deeply to be settings; check the file") from None
     return {key.replace("_", "-"): value for key, value in data.items()}

@@ -15,6 +15,10 @@ NON_FINITE = 3
 """The run ended because the loss became non-finite; the last finite image was saved."""
 
 
+SOME_FAILED = 4
+"""``nst batch``: some items failed (their errors are in OUTDIR/batch.jsonl); the others were written."""
+
+
 def interrupted(signum: int) -> int:
     """128 + the signal number, as shells report it: 130 for SIGINT, 143 for SIGTERM."""
     return 128 + signum

@@ -7,16 +7,19 @@ registered them; plug-in problems are ``nst: warning:`` lines on stderr.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+import json
 import os
 from typing import Annotated, Any
 
 import typer
 
-from nst_core import StyleConfig
+from nst_core import NSTError, StyleConfig
+from nst_core.hookspecs import HOOK_API_VERSION
+from nst_core.planning import build_backbone, term_params
 from nst_core.plugins import AUTOLOAD_ENV, DISABLE_ENV, get_plugin_manager
 from nst_core.registry import Entry, Registry
 
-from nst_cli import messages
+from nst_cli import exit_codes, messages
 from nst_cli.registries import load_registries
 from nst_cli.tables import print_table
 
@@ -57,13 +60,22 @@ def list_backbones() -> None:
 
 @list_app.command("losses", epilog=_example("nst list losses"))
 def list_losses() -> None:
-    """Loss terms for --style-loss and --loss, with their role (content, style or image).
+    """Loss terms for --style-loss and --loss, with their role (content, style or image) and parameters.
 
-    A "style" term can be the --style-loss; any term can be added with --loss NAME:WEIGHT.
+    A "style" term can be the --style-loss; any term can be added with --loss NAME:WEIGHT, and its
+    parameters set with --loss NAME:WEIGHT,key=value,... (checked against the types shown).
     """
-    registry = load_registries(messages.warn).loss_terms
-    rows = _rows(registry, lambda entry: str(getattr(entry.obj, "role", "")))
-    print_table(["name", "role", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
+    registries = load_registries(messages.warn)
+    rows = []
+    for entry in registries.loss_terms:
+        try:
+            params = term_params(entry.name, registries).describe()
+        except NSTError as exc:
+            messages.warn(str(exc))
+            params = "(declared wrongly)"
+        role = getattr(entry.obj, "role", "")  # the class attribute; a factory function has none until called
+        rows.append([entry.name, role if isinstance(role, str) else "", params, entry.description, source(entry)])
+    print_table(["name", "role", "parameters", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
 
 
 @list_app.command("schedules", epilog=_example("nst list schedules"))
@@ -88,7 +100,7 @@ def list_layers(
     """The layer names of a backbone, with channels, for --content-layers, --style-layers and
     --layer-weights; the defaults are marked."""
     registries = load_registries(messages.warn)
-    net = registries.backbones.get(backbone)(pooling="max")
+    net = build_backbone(StyleConfig(backbone=backbone), registries)
     rows = []
     for name in net.layer_names:
         marks = [role for role, layers in (("content", net.default_content_layers),
@@ -105,14 +117,27 @@ def _provided(registries: Any, plugin: str) -> str:
     return ", ".join(names) or "-"
 
 
-def plugins() -> None:
+def plugins(
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object on stdout: every plug-in, what it "
+                                                             "adds, and every problem.")] = False,
+) -> None:
     """Installed third-party plug-in distributions, their versions, what they add and load failures.
 
     Plug-ins are packages with an entry point in the "nst_core" group. Set NST_DISABLE_PLUGINS=name
-    to skip one, or NST_DISABLE_PLUGIN_AUTOLOAD=1 to load none.
+    to skip one, or NST_DISABLE_PLUGIN_AUTOLOAD=1 to load none. Exits with 1 when a plug-in
+    failed (each failure is a warning line on stderr), 0 otherwise.
     """
     pm = get_plugin_manager()
     registries = load_registries(messages.warn, pm)
+    if json_output:
+        _plugins_json(pm, registries)
+    else:
+        _plugins_table(pm, registries)
+    if registries.problems:
+        raise typer.Exit(exit_codes.USER_ERROR)
+
+
+def _plugins_table(pm: Any, registries: Any) -> None:
     rows = [[info.name, info.distribution, info.version, info.module,
              "failed to load" if info.error else _provided(registries, info.name)]
             for info in pm.third_party]
@@ -124,3 +149,21 @@ def plugins() -> None:
         messages.say("no third-party plug-ins are installed (packages with an 'nst_core' entry point)")
         return
     print_table(["plug-in", "distribution", "version", "module", "adds"], rows, title="third-party plug-ins")
+
+
+def _plugins_json(pm: Any, registries: Any) -> None:
+    """``{"hook_api": [1, 0], "plugins": [...], "problems": [...]}`` on stdout (one line)."""
+    kinds = (("backbone", registries.backbones), ("loss term", registries.loss_terms),
+             ("layer schedule", registries.schedules), ("preset", registries.presets))
+    out = {
+        "hook_api": list(HOOK_API_VERSION),
+        "autoload": os.environ.get(AUTOLOAD_ENV, "") in ("", "0"),
+        "plugins": [{"name": info.name, "distribution": info.distribution, "version": info.version,
+                     "module": info.module, "error": info.error,
+                     "provides": [{"kind": kind, "name": entry.name} for kind, registry in kinds
+                                  for entry in registry if entry.plugin == info.name
+                                  and entry.distribution != "built-in"]}
+                    for info in pm.third_party],
+        "problems": list(registries.problems),
+    }
+    typer.echo(json.dumps(out))

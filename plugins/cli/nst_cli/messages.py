@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sys
 
+from nst_core.errors import printable
+
 
 def one_line(text: str) -> str:
-    """``text`` with every run of whitespace (newlines too) made one space."""
-    return " ".join(str(text).split())
+    """``text`` with every run of whitespace (newlines too) made one space, and any other control
+    character (a terminal escape sequence in a file name or a file's text) shown as ``\\x1b``."""
+    return printable(" ".join(str(text).split()))
 
 
 def say(text: str) -> None:

@@ -25,6 +25,7 @@ from nst_core import StyleConfig
 from nst_core.config import config_from_dict
 from nst_core.result import RECORD_KEY
 from nst_core.errors import ConfigError, NSTError
+from nst_core.image import open_regular_file
 
 FORMAT_PREFIX = "nst-record/"
 
@@ -67,21 +68,32 @@ def sidecar_path(output: Path) -> Path:
     return Path(f"{output}.json")
 
 
+MAX_RECORD_BYTES = 16 * 2**20
+"""A ``.json`` run record larger than this is refused before it is read (records take a few kB)."""
+
+
+def _open(path: Path, missing: str | None = None, max_bytes: int | None = None):
+    """A run record's file, opened with the same regular-file check as images (a named pipe or a
+    device there is refused, never read)."""
+    return open_regular_file(path, error=ConfigError, kind="a run record", max_bytes=max_bytes,
+                             missing=missing or f"{path}: no such run record (give an image written by nst run, "
+                                                f"or its .json sidecar)")
+
+
 def _record_text(path: Path) -> str:
     """The record's JSON text: the file itself (``.json``), the PNG's ``nst-record`` text, or the sidecar."""
-    if not path.exists():
-        raise ConfigError(f"{path}: no such run record (give an image written by nst run, or its .json sidecar)")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, not a run record")
+    sidecar = sidecar_path(path)
     try:
         if path.suffix.lower() == ".json":
-            return path.read_text(encoding="utf-8")
-        text = _png_text(path)
+            with _open(path, max_bytes=MAX_RECORD_BYTES) as handle:
+                return handle.read().decode("utf-8")
+        with _open(path) as handle:
+            text = _png_text(handle)
         if text is not None:
             return text
-        sidecar = sidecar_path(path)
-        if sidecar.is_file():
-            return sidecar.read_text(encoding="utf-8")
+        if sidecar.exists():
+            with _open(sidecar, max_bytes=MAX_RECORD_BYTES) as handle:
+                return handle.read().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the run record ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -90,15 +102,15 @@ def _record_text(path: Path) -> str:
                       f"and no {sidecar.name} next to it")
 
 
-def _png_text(path: Path) -> str | None:
+def _png_text(handle) -> str | None:
     """The ``nst-record`` text chunk of a PNG (None for other files); the pixels are not decoded."""
-    with open(path, "rb") as handle:
-        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
-            return None
+    if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+        return None
+    handle.seek(0)
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(handle) as image:
             return image.text.get(RECORD_KEY)  # type: ignore[attr-defined]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
@@ -160,4 +172,9 @@ def load_record(path: Path) -> RunRecord:
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"{path}: the run record is not valid JSON ({exc})") from None
-    return parse_record(data, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: not a run record (its JSON is nested too deeply)") from None
+    try:
+        return parse_record(data, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: damaged run record (its values are nested too deeply)") from None

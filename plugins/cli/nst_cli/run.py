@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,50 +20,27 @@ from torch import Tensor
 import typer
 
 import nst_core
-from nst_core import NSTError, Progress, RunPlan, StyleConfig, StyleResult
-from nst_core.errors import ConfigError, ImageError
-from nst_core.image import FORMATS, LoadedImage
-from nst_core.resume import resume_path
+from nst_core import NSTError, Progress, RunPlan, StyleResult
+from nst_core.errors import ConfigError
+from nst_core.image import LoadedImage
 
-from nst_cli import exit_codes, options
+from nst_cli import exit_codes, options, output_guard, run_options
+from nst_cli.output_guard import intermediate_path
 from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
-from nst_cli.render import Outcome, ProgressMode, Reporter, RunInfo, make_reporter
+from nst_cli.render import Outcome, Reporter, RunInfo, make_reporter
 from nst_cli.resume_file import ResumeFile
-from nst_cli.settings import SETTINGS, RunSettings, resolve
+from nst_cli.run_options import FILES, OUTPUT
+from nst_cli.settings import RunSettings, resolve
 from nst_cli.signals import Aborted, StopOnSignal
 
-DEFAULTS = StyleConfig()
-
-
-def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False) -> None:
-    """Refuse an output path that cannot be written or would overwrite an input (or, with
-    ``record``, whose sidecar ``OUT.json`` would; with ``resume``, whose ``OUT.resume.pt``
-    would), before any work."""
-    if output.suffix.lower() not in FORMATS:
-        raise ConfigError(f"{output}: unknown output extension {output.suffix!r}; "
-                          f"use one of {', '.join(sorted(FORMATS))}")
-    directory = output.parent
-    if not directory.is_dir():
-        raise ImageError(f"{output}: the output directory {str(directory)!r} does not exist; create it first")
-    targets = [output, *([sidecar_path(output)] if record else []), *([resume_path(output)] if resume else [])]
-    for target in targets:
-        if target.is_dir():
-            raise ImageError(f"{target}: is a directory; give the output a file name")
-    inputs = list(inputs)
-    for target in targets:
-        for path in inputs:
-            same = path.resolve() == target.resolve() or (path.exists() and target.exists()
-                                                          and os.path.samefile(path, target))
-            if same:
-                what = "output" if target == output else "run record" if target.suffix == ".json" else "resume file"
-                raise ConfigError(f"{output}: the {what} would overwrite the input {path}; choose another output "
-                                  f"path")
-
-
-def intermediate_path(output: Path, step: int) -> Path:
-    """``out.png`` -> ``out.step50.png``."""
-    return output.with_name(f"{output.stem}.step{step}{output.suffix}")
+def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False,
+                 save_every: int | None = None, total: int | None = None) -> None:
+    """Refuse, before any work, a run whose output, record, resume file or intermediates would
+    overwrite an input or cannot be written; then remove temporaries a killed run left
+    (:mod:`nst_cli.output_guard`)."""
+    output_guard.check_output(output, inputs, record=record, resume=resume, save_every=save_every, total=total)
+    output_guard.remove_stale_parts(output)
 
 
 @dataclass(frozen=True)
@@ -146,8 +122,10 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
                           f"give --init PATH")
     images_in = [content, *styles, *([settings.init_image] if settings.init_image else [])]
     mask_paths = [m for m in masks or () if m is not None]
-    check_output(output, [*images_in, *mask_paths, *([record.path] if record else [])], record=settings.record,
-                 resume=settings.checkpoint_every is not None or resume)
+    check_output(output, [*images_in, *mask_paths, *([record.path] if record else []),
+                          *([config_file] if config_file else [])],
+                 record=settings.record, resume=settings.checkpoint_every is not None or resume,
+                 save_every=settings.save_every, total=output_guard.total_steps(config))
     resume_file = ResumeFile.open(output, settings.checkpoint_every, resume, reporter)
     images = [nst_core.read_image(path) for path in images_in]
     mask_images: list[LoadedImage | None] | None = None
@@ -230,14 +208,6 @@ def _finish(result: StyleResult, job: Job, stop: StopOnSignal, reporter: Reporte
     return outcome, code
 
 
-OUTPUT = "Output"
-LOOK = "Strength, colour and masks"
-SIZE = "Size, steps and optimiser"
-WEIGHTS = "Weights"
-LAYERS = "Layers and loss terms"
-START = "Start, seed, device and precision"
-FILES = "Presets, config files and run records"
-
 EPILOG = """\
 [bold]Examples[/bold]
 
@@ -284,13 +254,10 @@ EPILOG = """\
 """
 
 
-def _option(help: str, panel: str, *names: str, default: Any = None) -> Any:
-    """A ``typer.Option`` defaulting to None ("not given"); ``default`` is StyleConfig's, shown in the help."""
-    if default is not None:
-        help = f"{help} Default: {default:g}." if isinstance(default, float) else f"{help} Default: {default}."
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel)
+_option = run_options.option
 
 
+@run_options.with_run_options
 def run(
     ctx: typer.Context,
     output: Annotated[Path, _option("Where to write the result: .png .jpg .jpeg .webp .tif .tiff (atomically).",
@@ -310,90 +277,10 @@ def run(
         "--resume", show_default=False, rich_help_panel=OUTPUT,
         help="Continue the stopped run whose state is in OUT.resume.pt, at its scale and step; give the same "
              "inputs and settings (the seed may be left out). L-BFGS keeps only its last move.")] = False,
-    record: Annotated[bool | None, typer.Option(
-        "--record/--no-record", show_default=False, rich_help_panel=FILES,
-        help="Store the run record (settings, seed, versions, input paths) in the PNG's text and in OUT.json. "
-             "Default: on.")] = None,
     from_record: Annotated[Path | None, _option("Repeat a run: settings, seed and inputs from FILE, an image "
                                                 "written by nst run or its .json record. CONTENT, STYLE and "
                                                 "options given here override the record's.", FILES,
                                                 "--from-record")] = None,
-    preset: Annotated[str | None, _option("Start from a preset (`nst list presets`); your options override it.",
-                                          FILES)] = None,
-    config: Annotated[Path | None, _option("A TOML file with the long options as keys (size = 512, style-layers "
-                                           "= [...]); command-line options override it.", FILES, "--config")] = None,
-    strength: Annotated[float | None, _option(
-        "One slider from content (0) to style (1); 0.5 changes nothing. It multiplies the style weight "
-        "(--style-weight, else the preset's or 1): weight = style-weight × 10^(4 × (strength − 0.5)), so "
-        "0 → ÷100, 0.25 → ÷10, 0.75 → ×10, 1 → ×100. The GIMP dialog's strength slider is this × 100.",
-        LOOK)] = None,
-    preserve_color: Annotated[str | None, _option(
-        "Keep the content's colours: none; luminance (style only the brightness, Gatys et al. 2016); "
-        "histogram (recolour the style images to the content's colours first).", LOOK,
-        default=DEFAULTS.preserve_color)] = None,
-    mask: Annotated[list[str] | None, _option(
-        "Where a style applies: a grey or alpha image, white/opaque = style, black/transparent = content, soft "
-        "edges blend. Give one --mask per style image, in the same order; 'none' = the whole image. Outside "
-        "every mask the content is kept.", LOOK, "--mask")] = None,
-    size: Annotated[int | None, _option("Longest side of the output in pixels.", SIZE, default=DEFAULTS.size)] = None,
-    steps: Annotated[int | None, _option("Optimiser steps per scale.", SIZE, default=DEFAULTS.steps)] = None,
-    scales: Annotated[int | None, _option("Coarse-to-fine scales. Default: as many as fit from --min-scale-size "
-                                          "to --size.", SIZE)] = None,
-    step_decay: Annotated[float | None, _option("Steps of each finer scale relative to the one before, in (0, 1]: "
-                                                "0.5 halves them at every scale (the large scales cost the most).",
-                                                SIZE, default=DEFAULTS.step_decay)] = None,
-    fit_memory: Annotated[bool | None, typer.Option(
-        "--fit-memory/--no-fit-memory", show_default=False, rich_help_panel=SIZE,
-        help="When --size does not fit the device's free memory, work at the largest size that does (a warning "
-             "says how much smaller) instead of refusing. Default: off.")] = None,
-    scale_factor: Annotated[float | None, _option("Size ratio between scales.", SIZE,
-                                                  default=DEFAULTS.scale_factor)] = None,
-    min_scale_size: Annotated[int | None, _option("Longest side of the coarsest scale.", SIZE,
-                                                  default=DEFAULTS.min_scale_size)] = None,
-    optimizer: Annotated[str | None, _option("lbfgs or adam.", SIZE, default=DEFAULTS.optimizer)] = None,
-    lr: Annotated[float | None, _option("Learning rate. Default: 1 for lbfgs, 0.02 for adam.", SIZE)] = None,
-    content_weight: Annotated[float | None, _option("α, the weight of the content loss.", WEIGHTS,
-                                                    default=DEFAULTS.content_weight)] = None,
-    style_weight: Annotated[float | None, _option("β, the weight of the style loss.", WEIGHTS,
-                                                  default=DEFAULTS.style_weight)] = None,
-    style_blend: Annotated[str | None, _option("One weight per style image, comma separated (0.7,0.3). "
-                                               "Default: equal.", WEIGHTS)] = None,
-    tv_weight: Annotated[float | None, _option("Total-variation weight (smoothness).", WEIGHTS,
-                                               default=DEFAULTS.tv_weight)] = None,
-    style_scale: Annotated[float | None, _option("Style image size relative to the working size (bigger: larger "
-                                                 "brush strokes).", WEIGHTS, default=DEFAULTS.style_scale)] = None,
-    backbone: Annotated[str | None, _option("Feature network (`nst list backbones`).", LAYERS,
-                                            default=DEFAULTS.backbone)] = None,
-    pooling: Annotated[str | None, _option("max or avg.", LAYERS, default=DEFAULTS.pooling)] = None,
-    content_layers: Annotated[str | None, _option("Comma-separated content layers (`nst list layers`). "
-                                                  "Default: the backbone's (relu4_2).", LAYERS)] = None,
-    style_layers: Annotated[str | None, _option("Comma-separated style layers. Default: the backbone's "
-                                                "(relu1_1 ... relu5_1).", LAYERS)] = None,
-    layer_schedule: Annotated[str | None, _option("How the style layers are weighted (`nst list schedules`).",
-                                                  LAYERS, default=DEFAULTS.layer_schedule)] = None,
-    layer_weights: Annotated[str | None, _option("Explicit style layer weights instead of a schedule: "
-                                                 "relu1_1=0.5,relu2_1=0.5.", LAYERS)] = None,
-    style_loss: Annotated[str | None, _option("The style loss term (`nst list losses`).", LAYERS,
-                                              default=DEFAULTS.style_loss)] = None,
-    loss: Annotated[list[str] | None, _option("Add a loss term, plug-in terms too: NAME[:WEIGHT][,key=value...], "
-                                              "e.g. mean-color:0.5,power=1. Repeatable.", LAYERS)] = None,
-    init: Annotated[str | None, _option("Starting image: content, noise, gray or an image path.", START,
-                                        default=DEFAULTS.init)] = None,
-    seed: Annotated[int | None, _option("Random seed. Default: a new one, printed so the run can be repeated.",
-                                        START)] = None,
-    device: Annotated[str | None, _option("auto, cpu, cuda, cuda:N or mps.", START, default=DEFAULTS.device)] = None,
-    precision: Annotated[str | None, _option("float32; or bf16 / fp16: the network runs in half precision "
-                                             "(~3x faster where the chip computes it natively, less memory), the "
-                                             "losses stay float32; auto: bf16 on such chips (CUDA Ampere or newer, "
-                                             "CPUs with AMX or AVX512-BF16), else float32. The start line says "
-                                             "which.", START, default=DEFAULTS.precision)] = None,
-    on_oom: Annotated[str | None, _option(
-        "When the device runs out of memory mid-run: fail (a one-line error), or retry: switch on gradient "
-        "checkpointing, then bf16, and go on from the best image so far (a warning says what changed).", START,
-        default=DEFAULTS.on_oom)] = None,
-    progress: Annotated[ProgressMode, typer.Option(help="rich (a bar), plain (lines), jsonl (JSON events on stdout) "
-                                                   "or none. auto: rich on a terminal, else plain.",
-                                                   rich_help_panel=OUTPUT)] = ProgressMode.auto,
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write the result to OUT.
 
@@ -408,8 +295,9 @@ def run(
         if not styles:
             raise typer.BadParameter("give at least one STYLE image after CONTENT (or --from-record FILE)",
                                      param_hint="'STYLE'")
-    command_line = {setting.key: ctx.params[setting.param] for setting in SETTINGS}
-    with make_reporter(progress) as reporter, StopOnSignal() as stop:
+    command_line = run_options.command_line(ctx.params)
+    config = run_options.config_file(ctx.params)
+    with make_reporter(run_options.progress_mode(ctx.params)) as reporter, StopOnSignal() as stop:
         try:
             job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record, resume)
             outcome, code = execute(job, reporter, stop)

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -704,9 +705,20 @@ def start_failure_message(exc: OSError, engine: EngineLocation) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+TEMP_MARKER = ".nst-gimp-bridge"
+"""A file the bridge writes into each temp folder it makes; only folders carrying it are cleaned."""
+TEMP_MARKER_TEXT = "made by the nst GIMP filter; removed when its run ends\n"
+TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([1-9][0-9]{0,9})-[a-z0-9_]{8}")
+"""Exactly the names :func:`make_private_tempdir` gives: ``gimp-nst-<pid>-<8 characters of mkdtemp>``."""
+
+
 def make_private_tempdir(base: str | None = None) -> str:
-    """A new folder ``gimp-nst-<pid>-XXXX`` (mode 0700) in ``base`` (default: the system temp dir)."""
-    return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base)
+    """A new folder ``gimp-nst-<pid>-XXXXXXXX`` (mode 0700) in ``base`` (default: the system temp
+    dir), with the marker file that :func:`clean_stale_tempdirs` looks for."""
+    path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=base)
+    with open(os.path.join(path, TEMP_MARKER), "w", encoding="utf-8") as handle:
+        handle.write(TEMP_MARKER_TEXT)
+    return path
 
 
 def _pid_alive(pid: int) -> bool:
@@ -716,16 +728,33 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    except (OverflowError, ValueError):  # no process can have this number: not a folder of ours
+        return True
     except OSError:
         return False
     return True
 
 
+def _has_marker(path: str) -> bool:
+    """True when ``path`` holds the bridge's marker (a regular file with its text, not a link)."""
+    marker = os.path.join(path, TEMP_MARKER)
+    try:
+        if not stat.S_ISREG(os.lstat(marker).st_mode):
+            return False
+        with open(marker, encoding="utf-8") as handle:
+            return handle.read(len(TEMP_MARKER_TEXT) + 1) == TEMP_MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def clean_stale_tempdirs(base: str | None = None, *, now: float | None = None,
                          max_age: float = STALE_AFTER_S, pid_alive: Callable[[int], bool] = _pid_alive) -> list[str]:
-    """Remove ``gimp-nst-*`` folders left behind by runs that were killed (GIMP's Cancel SIGKILLs the
-    plug-in, so its cleanup never runs). A folder is stale when the process that made it is gone,
-    or when it is older than ``max_age``. Returns the removed paths."""
+    """Remove temp folders left behind by runs that were killed (GIMP's Cancel SIGKILLs the
+    plug-in, so its cleanup never runs). Only folders the bridge made are touched: the exact name
+    :func:`make_private_tempdir` gives (``gimp-nst-<pid>-XXXXXXXX``), owned by this user, a real
+    folder (not a link) and holding the bridge's marker file; such a folder is stale when the
+    process that made it is gone, or when it is older than ``max_age``. A folder of the user's
+    own that merely starts with ``gimp-nst-`` is never removed. Returns the removed paths."""
     base = base or tempfile.gettempdir()
     now = time.time() if now is None else now
     removed = []
@@ -734,19 +763,21 @@ def clean_stale_tempdirs(base: str | None = None, *, now: float | None = None,
     except OSError:
         return removed
     for name in names:
-        if not name.startswith(TEMP_PREFIX):
+        match = TEMP_NAME.fullmatch(name)
+        if match is None:
             continue
         path = os.path.join(base, name)
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        if not os.path.isdir(path) or os.path.islink(path):
+        if not stat.S_ISDIR(st.st_mode):
             continue
         if hasattr(os, "getuid") and st.st_uid != os.getuid():
             continue
-        match = re.match(re.escape(TEMP_PREFIX) + r"(\d+)-", name)
-        owner_gone = match is None or not pid_alive(int(match.group(1)))
+        if not _has_marker(path):
+            continue
+        owner_gone = not pid_alive(int(match.group(1)))
         if owner_gone or now - st.st_mtime > max_age:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
