@@ -29,7 +29,7 @@ import stat
 import time
 
 from nst_core.config import StyleConfig
-from nst_core.planning import scale_sizes
+from nst_core.planning import scale_sizes, steps_per_scale
 from nst_core.errors import ConfigError, ImageError
 from nst_core.image import FORMATS, PART_SUFFIX_LENGTH, is_temporary_of, probe_writable
 from nst_core.resume import resume_path
@@ -52,9 +52,9 @@ def _intermediate_step(output: Path, candidate: Path) -> int | None:
 
 
 def total_steps(config: StyleConfig) -> int:
-    """The run's total steps (steps per scale × scales; the scales do not depend on the image)."""
+    """The run's total steps (the steps of every scale; the scales do not depend on the image)."""
     sides = scale_sizes(config.size, config.scales, config.scale_factor, min(config.min_scale_size, config.size))
-    return config.steps * len(sides)
+    return sum(steps_per_scale(config, len(sides)))
 
 
 def _name_max(directory: Path) -> int:

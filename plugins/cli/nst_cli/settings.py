@@ -63,6 +63,8 @@ SETTINGS = (
     Setting("seed", "seed"),
     Setting("device", "device"),
     Setting("scales", "scales"),
+    Setting("step-decay", "step_decay"),
+    Setting("fit-memory", "fit_memory", options.flag),
     Setting("scale-factor", "scale_factor"),
     Setting("min-scale-size", "min_scale_size"),
     Setting("style-scale", "style_scale"),
