@@ -21,6 +21,7 @@ from nst_cli.gimp import gimp_app
 from nst_cli.listing import list_app, plugins
 from nst_cli.run import EPILOG as RUN_EPILOG, run
 from nst_cli.signals import Aborted
+from nst_cli.video import EPILOG as VIDEO_EPILOG, video
 
 
 class NSTGroup(TyperGroup):
@@ -48,6 +49,7 @@ app = typer.Typer(
 )
 app.command("run", epilog=RUN_EPILOG)(run)
 app.command("batch", epilog=BATCH_EPILOG)(batch)
+app.command("video", epilog=VIDEO_EPILOG)(video)
 app.add_typer(list_app, name="list")
 app.add_typer(gimp_app, name="gimp")
 PLUGINS_EPILOG = ("[bold]Examples[/bold]\n\n  nst plugins\n\n"
