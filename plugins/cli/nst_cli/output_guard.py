@@ -172,7 +172,7 @@ def remove_stale_parts(output: Path, *, older_than: float = STALE_PART_SECONDS, 
     Returns what was removed; files that cannot be removed are left alone."""
     now = time.time() if now is None else now
     own = {output.name, sidecar_path(output).name, resume_path(output).name} if names is None else set(names)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(output.parent))
     except OSError:
