@@ -12,7 +12,7 @@ import pytest
 
 from nst_core.video.synthetic import texture_clip, write_clip
 
-from helpers import ENV, NST, STYLE
+from helpers import ENV, NST, STYLE, check_documented
 
 av = pytest.importorskip("av")
 
@@ -45,7 +45,9 @@ def test_nst_video_keeps_frames_rate_and_audio_and_reports_each_frame(clip, tmp_
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     frames = [e for e in events if e["event"] == "frame"]
     assert [e["done"] for e in frames] == [1, 2, 3, 4, 5, 6] and all(e["frames"] == 6 for e in frames)
-    assert events[-1]["event"] == "done" and events[-1]["status"] == "finished" and events[-1]["done"] == 6
+    assert events[-1]["event"] == "video-done" and events[-1]["status"] == "finished" and events[-1]["done"] == 6
+    for event in events:
+        check_documented(event)  # the schema in PROGRESS_JSONL.md
     n, rate, audio = probe(out)
     source_n, source_rate, source_audio = probe(clip)
     assert (n, rate) == (source_n, source_rate) == (6, 12.0)

@@ -64,7 +64,8 @@ class _Progress:
             return
         if self.jsonl:
             self.emit("frame", frame=p.frame, frames=p.frames, done=p.done, elapsed=round(p.elapsed, 3),
-                      frames_per_minute=round(p.frames_per_minute, 3), eta=p.eta, scene_cut=p.scene_cut)
+                      frames_per_minute=round(p.frames_per_minute, 3),
+                      eta=None if p.eta is None else round(p.eta, 3), scene_cut=p.scene_cut)
         elif not self.quiet:
             eta = f", about {duration(p.eta)} left" if p.eta is not None and p.done < p.frames else ""
             cut = " (scene cut: the chain restarts)" if p.scene_cut else ""
@@ -161,7 +162,7 @@ def video(
     for note in result.notes:
         reporter.warning(note)
     if reporter.jsonl:
-        reporter.emit("done", status=result.status, output=None if result.output is None else str(result.output),
+        reporter.emit("video-done", status=result.status, output=None if result.output is None else str(result.output),
                       frames=result.info.frames, done=result.frames_done, elapsed=round(result.elapsed, 3),
                       scene_cuts=list(result.scene_cuts))
     if result.status == "stopped":
