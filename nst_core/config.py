@@ -126,6 +126,12 @@ class StyleConfig:
     :param steps: optimiser steps at each scale (see ``scales``).
     :param scales: number of coarse-to-fine scales; ``None``: as many as fit between
         ``min_scale_size`` and ``size`` with ``scale_factor`` between them.
+    :param step_decay: steps of each finer scale relative to the one before it, in (0, 1]: scale
+        ``i`` (0 = the coarsest) runs ``max(1, round(steps · step_decay^i))`` steps. 1 (the
+        default): every scale runs ``steps``; 0.5: each finer (4× larger) scale runs half as many.
+    :param fit_memory: ``True``: when the run does not fit the device's free memory, lower ``size``
+        to the largest that fits (with a note) instead of refusing; the result is then smaller
+        than asked (see :mod:`nst_core.memory`).
     :param style_scale: the style image's longest side relative to the working size (1.0: same).
     :param style_blend: one weight per style image (normalised to sum 1); ``None``: equal.
     :param layer_schedule: λ[l] schedule of the style term ("inverse-channels" is Gatys' 1/C²).
@@ -166,6 +172,8 @@ class StyleConfig:
     style_scale: float = 1.0
     steps: int = 500
     scales: int | None = None
+    step_decay: float = 1.0
+    fit_memory: bool = False
     scale_factor: float = 2.0
     min_scale_size: int = 256
     optimizer: Optimizer = "lbfgs"
@@ -210,6 +218,9 @@ class StyleConfig:
         _check_number(own, "steps", self.steps, minimum=1, maximum=1_000_000, integer=True)
         if self.scales is not None:
             _check_number(own, "scales", self.scales, minimum=1, maximum=16, integer=True)
+        _check_number(own, "step_decay", self.step_decay, minimum=0.0, strict=True, maximum=1.0)
+        if not isinstance(self.fit_memory, bool):
+            raise ConfigError(f"{own}.fit_memory must be True or False, got {self.fit_memory!r}")
         _check_number(own, "scale_factor", self.scale_factor, minimum=1.0, strict=True, maximum=4.0)
         _check_number(own, "min_scale_size", self.min_scale_size, minimum=16, integer=True)
         if self.optimizer not in ("lbfgs", "adam"):

@@ -265,7 +265,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
 def _optimize_scale(running: _Running, x0: Tensor, *, scale: tuple[int, int],
                     on_progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool] | None,
                     out: _ScaleOutcome) -> _ScaleOutcome:
-    """Run ``config.steps`` optimizer steps on one scale, starting from ``x0`` ``(1, 3, h, w)``.
+    """Run the scale's optimizer steps (``plan.scale_steps``) on one scale, starting from ``x0`` ``(1, 3, h, w)``.
 
     One function evaluation per step; keeps the best iterate (lowest J). A non-finite loss or
     gradient sends the run back to the best image with a fresh optimizer, at most
@@ -288,13 +288,14 @@ def _optimize_scale(running: _Running, x0: Tensor, *, scale: tuple[int, int],
     best_loss = out.best_values[0] if out.best_values else math.inf
     shown = torch.empty_like(x0) if on_progress is not None else None  # the iterate a step evaluated
 
+    steps = running.plan.scale_steps(scale[0])
     i = out.done
-    while i < config.steps:  # a recovery from a non-finite loss repeats step i from the best image
+    while i < steps:  # a recovery from a non-finite loss repeats step i from the best image
         if should_stop is not None and should_stop():
             out.status, out.message = "stopped", f"stopped at step {out.last_step} of {total_steps}"
             out.state = running.capture(scale[0], i, x, out)
             return out
-        values = _evaluate(running, x, out, i / max(config.steps - 1, 1))
+        values = _evaluate(running, x, out, i / max(steps - 1, 1))
         if not all(math.isfinite(v) for v in values) or values[-1] != 1.0:
             culprit = _non_finite_culprit(running.terms, values)
             running.non_finite[culprit] = None

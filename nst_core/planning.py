@@ -22,13 +22,13 @@ from nst_core.config import LossSpec, StyleConfig, config_from_preset
 from nst_core.contract import (call_plugin, check_backbone, check_features, check_layer_weights,
                                measure_memory_profile, one_line, plugin_label)
 from nst_core.device import resolve_device
-from nst_core.errors import ConfigError, PluginError, UnknownNameError
+from nst_core.errors import ConfigError, PluginError, ResourceError, UnknownNameError
 from nst_core.image import ImageSource, fit_longest_side
 from nst_core.inputs import RunInputs, prepare_inputs
 from nst_core.memory import VGG19_SAVED_BYTES_PER_PIXEL, MemoryPlan, plan_memory
 from nst_core.params import ParamSpec, check_params, param_spec
 from nst_core.precision import resolve_precision
-from nst_core.registry import Registries, collect_registries
+from nst_core.registry import Registries, Registry, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, MemoryProfile
 
 MIN_WORKING_SIDE = 32
@@ -60,7 +60,80 @@ def scale_shapes(config: StyleConfig, height: int, width: int) -> list[tuple[int
     return [working_shape(height, width, side) for side in sides]
 
 
-__all__ = ["BoundTerm", "LayerInfo", "Model", "RunPlan", "load_model", "one_line", "plan", "plugin_label"]
+def steps_per_scale(config: StyleConfig, scales: int) -> tuple[int, ...]:
+    """Optimiser steps of each of ``scales`` scales, coarse to fine: scale ``i`` runs
+    ``max(1, round(config.steps · config.step_decay^i))`` (all ``config.steps`` at decay 1)."""
+    return tuple(max(1, round(config.steps * config.step_decay ** i)) for i in range(scales))
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The size decisions of a run: what :func:`plan` and the GIMP filter's estimate share.
+
+    ``config`` is the config with ``size`` lowered when ``fit_memory`` had to (else unchanged);
+    ``shapes`` the working ``(h, w)`` per scale, coarse to fine; ``steps`` the steps per scale;
+    ``output_size`` the result's ``(w, h)``; ``requested_size`` the longest side asked for.
+    """
+
+    config: StyleConfig
+    shapes: tuple[tuple[int, int], ...]
+    steps: tuple[int, ...]
+    output_size: tuple[int, int]
+    memory: MemoryPlan
+    requested_size: int
+    notes: tuple[str, ...] = ()
+
+
+def plan_sizes(config: StyleConfig, height: int, width: int, device: torch.device, *,
+               available: int | None = None, **memory: Any) -> SizePlan:
+    """Working sizes, steps per scale and the memory decision for a ``height × width`` content.
+
+    With ``config.fit_memory`` a size that cannot fit is lowered to the largest that does (the
+    note says so and by how much the result falls short); otherwise :func:`plan_memory` refuses
+    it. ``memory`` goes to :func:`plan_memory` (``supports_checkpoint``, ``scale``,
+    ``style_sizes``, ``masks``: the backbone's and the inputs' share; ``style_scale`` is the config's).
+    :raises ResourceError: it cannot fit, even at the smallest size.
+    """
+    requested = config.size
+    notes: list[str] = []
+
+    def decide(cfg: StyleConfig) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], MemoryPlan]:
+        shapes = tuple(scale_shapes(cfg, height, width))
+        steps = steps_per_scale(cfg, len(shapes))
+        return shapes, steps, plan_memory(list(shapes), precision=cfg.precision, device=device, steps=steps[-1],
+                                          optimizer=cfg.optimizer, checkpoint=cfg.checkpoint, available=available,
+                                          style_scale=cfg.style_scale, **memory)
+
+    try:
+        shapes, steps, plan = decide(config)
+    except ResourceError:
+        if not config.fit_memory:
+            raise
+        lo, hi = MIN_WORKING_SIDE - 1, config.size  # decide() fits at lo (or nothing does), not at hi
+        found = None
+        while hi - lo > 1:  # the memory needed grows with the size
+            mid = (lo + hi) // 2
+            try:
+                found, lo = decide(config.replace(size=mid)), mid
+            except ResourceError:
+                hi = mid
+        if found is None:
+            raise
+        shapes, steps, plan = found
+        h, w = working_shape(height, width, config.size)
+        config = config.replace(size=lo)
+        out_h, out_w = fit_longest_side(height, width, lo)
+        notes.append(f"memory: {w}×{h} does not fit the free memory of {device.type}, so the run stops at "
+                     f"{out_w}×{out_h} (the largest size that fits) and the result is {requested / lo:.2f}× "
+                     f"smaller than asked")
+    if plan.note:
+        notes.append(plan.note)
+    out_h, out_w = fit_longest_side(height, width, config.size)
+    return SizePlan(config, shapes, steps, (out_w, out_h), plan, requested, tuple(notes))
+
+
+__all__ = ["BoundTerm", "LayerInfo", "Model", "RunPlan", "SizePlan", "load_model", "one_line", "plan", "plan_sizes",
+           "plugin_label", "steps_per_scale"]
 
 
 @dataclass
@@ -313,15 +386,21 @@ class RunPlan:
     """Where every name the run uses comes from: ``{"kind", "name", "plugin", "distribution"}``
     per backbone, loss term, layer schedule and preset (``distribution`` is ``"built-in"`` or
     ``"dist-name version"``); run records keep it."""
+    steps: tuple[int, ...] = ()
+    """Optimiser steps of each scale, coarse to fine (``()``: ``config.steps`` at every scale)."""
 
     @property
     def sizes(self) -> tuple[tuple[int, int], ...]:
         """Working ``(width, height)`` of each scale, coarse to fine."""
         return tuple((w, h) for h, w in self.shapes)
 
+    def scale_steps(self, scale: int) -> int:
+        """Steps of scale ``scale`` (1 = the coarsest)."""
+        return self.steps[scale - 1] if self.steps else self.config.steps
+
     @property
     def total_steps(self) -> int:
-        return self.config.steps * len(self.shapes)
+        return sum(self.steps) if self.steps else self.config.steps * len(self.shapes)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -333,7 +412,7 @@ def provenance(config: StyleConfig, registries: Registries, terms: Sequence[Boun
                preset: str | None = None) -> tuple[dict[str, str], ...]:
     """``{"kind", "name", "plugin", "distribution"}`` for the backbone, every loss term, every
     layer schedule the terms use and the preset (if any): what :attr:`RunPlan.plugins` holds."""
-    wanted = [("backbone", registries.backbones, config.backbone)]
+    wanted: list[tuple[str, Registry[Any], str]] = [("backbone", registries.backbones, config.backbone)]
     wanted += [("loss term", registries.loss_terms, t.name) for t in terms]
     specs = {spec.name: spec for spec in config.loss_specs()}
     wanted += [("layer schedule", registries.schedules, specs[t.name].schedule or "uniform")
@@ -393,18 +472,15 @@ def plan(content: ImageSource, styles: ImageSource | Sequence[ImageSource], conf
     inputs = prepare_inputs(content, styles, style_masks, init_image, config, guides)
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     height, width = inputs.content.shape[-2:]
-    out_h, out_w = fit_longest_side(height, width, config.size)
-    shapes = tuple(scale_shapes(config, height, width))
-    notes = list(inputs.notes)
-    memory = plan_memory(list(shapes), precision=config.precision, device=device, steps=config.steps,
-                         optimizer=config.optimizer, checkpoint=config.checkpoint,
-                         supports_checkpoint=model.backbone.supports_checkpoint,
-                         scale=model.memory_profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL,
-                         style_sizes=[(s.shape[-2], s.shape[-1]) for s in inputs.styles],
-                         style_scale=config.style_scale, masks=sum(m is not None for m in inputs.masks))
-    if memory.note:  # plan_memory raised ResourceError if it cannot fit
-        notes.append(memory.note)
+    sized = plan_sizes(config, height, width, device,  # ResourceError if it cannot fit
+                       supports_checkpoint=model.backbone.supports_checkpoint,
+                       scale=model.memory_profile.saved_bytes_per_pixel / VGG19_SAVED_BYTES_PER_PIXEL,
+                       style_sizes=[(s.shape[-2], s.shape[-1]) for s in inputs.styles],
+                       masks=sum(m is not None for m in inputs.masks))
+    if sized.config.size != config.size:  # fit_memory lowered it: the record says what ran
+        config, requested = sized.config, requested.replace(size=sized.config.size)
     return RunPlan(config=config.replace(seed=seed), requested=requested, device=device, seed=seed,
-                   seed_given=config.seed is not None, shapes=shapes, output_size=(out_w, out_h), memory=memory,
-                   model=model, terms=tuple(terms), inputs=inputs, notes=tuple(notes),
-                   plugins=provenance(config, registries, terms, preset))
+                   seed_given=config.seed is not None, shapes=sized.shapes, output_size=sized.output_size,
+                   memory=sized.memory, model=model, terms=tuple(terms), inputs=inputs,
+                   notes=(*inputs.notes, *sized.notes), plugins=provenance(config, registries, terms, preset),
+                   steps=sized.steps)

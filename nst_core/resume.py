@@ -181,11 +181,14 @@ def check_resume(state: RunState, *, config: StyleConfig, inputs: Mapping[str, s
     if state.total != total or not 1 <= state.scale <= len(shapes) or not 0 <= state.step <= total:
         raise ResumeError(f"cannot resume: the state (scale {state.scale}, step {state.step} of {state.total}) does "
                           f"not fit this run ({len(shapes)} scale(s), {total} steps)")
-    deficit = (state.scale - 1) * config.steps + state.scale_step - state.step  # steps lost to recoveries
-    if not 0 <= state.scale_step <= config.steps or not 0 <= deficit <= state.recoveries:
+    from nst_core.planning import steps_per_scale  # planning imports the engine's modules; late
+
+    per_scale = steps_per_scale(config, len(shapes))
+    deficit = sum(per_scale[:state.scale - 1]) + state.scale_step - state.step  # steps lost to recoveries
+    if not 0 <= state.scale_step <= per_scale[state.scale - 1] or not 0 <= deficit <= state.recoveries:
         raise ResumeError(f"cannot resume: the state (step {state.scale_step} of scale {state.scale}, step "
-                          f"{state.step} of {state.total} in all) does not add up with {config.steps} steps per "
-                          f"scale; delete it, or start afresh")
+                          f"{state.step} of {state.total} in all) does not add up with "
+                          f"{'/'.join(map(str, per_scale))} steps per scale; delete it, or start afresh")
     h, w = shapes[state.scale - 1]
     if tuple(state.x.shape) != (1, 3, h, w) or tuple(state.best_x.shape) != (1, 3, h, w):
         raise ResumeError(f"cannot resume: the state's image is {tuple(state.x.shape)} but scale {state.scale} "

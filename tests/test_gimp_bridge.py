@@ -38,6 +38,15 @@ def _load_bridge():
 bridge = _load_bridge()
 
 
+def engine_python(tmp_path: Path) -> str:
+    """This checkout's engine as the plug-in starts it: the bridge clears PYTHONPATH (GIMP's), so a
+    wrapper puts this tree's nst_core and nst_cli first, as an installed nst-core would be."""
+    wrapper = tmp_path / "engine-python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO}:{REPO / 'plugins' / 'cli'} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 # ---------------------------------------------------------------------------------------------
 # The plug-in file itself
 # ---------------------------------------------------------------------------------------------
@@ -104,23 +113,45 @@ def test_style_scale_default_is_the_engines():
 
 
 def test_build_argv_full():
-    request = bridge.EngineRequest(content="/t/c.png", style="/s/my style.jpg", output="/t/o.png", preset="best",
-                                   strength=75, size=640, steps=30, seed=7, device="cuda", preserve_color="luminance",
-                                   style_scale=2.5)
+    request = bridge.EngineRequest(content="/t/c.png", style="/s/my style.jpg", output="/t/o.png",
+                                   region_size=(3000, 2000), quality="full-detail", strength=75, size=2400, steps=30,
+                                   seed=7, device="cuda", preserve_color="luminance", style_scale=2.5,
+                                   mask="/t/fade mask.png")
     assert bridge.build_argv("/venv/bin/python", request) == [
         "/venv/bin/python", "-u", "-m", "nst_cli", "run", "/t/c.png", "/s/my style.jpg", "-o", "/t/o.png",
-        "--preset", "best", "--strength", "0.75", "--style-scale", "2.5", "--seed", "7", "--progress", "jsonl",
-        "--size", "640", "--steps", "30", "--device", "cuda", "--preserve-color", "luminance"]
+        "--strength", "0.75", "--style-scale", "2.5", "--seed", "7", "--progress", "jsonl",
+        "--size", "2400", "--steps", "30", "--step-decay", "0.7", "--fit-memory",
+        "--device", "cuda", "--preserve-color", "luminance", "--mask", "/t/fade mask.png"]
 
 
-def test_build_argv_leaves_preset_values_alone():
-    argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o"))
-    assert "--size" not in argv and "--steps" not in argv and "--device" not in argv
-    assert "--preserve-color" not in argv
-    assert "--style-weight" not in argv  # the preset's (or the engine's) weight is the base --strength scales
+def test_build_argv_defaults_work_at_the_layers_full_size():
+    argv = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o", region_size=(4000, 3000)))
+    assert "--device" not in argv and "--preserve-color" not in argv and "--mask" not in argv
+    assert "--preset" not in argv
+    assert "--style-weight" not in argv  # the engine's weight is the base --strength scales
     assert argv[argv.index("--strength") + 1] == "0.5"
     assert argv[argv.index("--style-scale") + 1] == "1"
-    assert argv[argv.index("--preset") + 1] == "fast"
+    assert argv[argv.index("--size") + 1] == "4000"  # the default quality is the layer's own size
+    assert argv[argv.index("--steps") + 1] == "100" and argv[argv.index("--step-decay") + 1] == "0.5"
+    assert "--fit-memory" in argv  # the engine stops at what fits, and says so
+
+
+@pytest.mark.parametrize(("quality", "region", "limit", "expected"), [
+    ("preview", (4000, 3000), 0, 512), ("preview", (300, 200), 0, 300),  # never upsampled
+    ("full", (4000, 3000), 0, 4000), ("full", (1200, 3600), 0, 3600), ("full", (4000, 3000), 1500, 1500),
+    ("full-detail", (5000, 10), 0, 5000), ("preview", (4000, 3000), 256, 256), ("full", (8, 6), 0, 16)])
+def test_working_size(quality, region, limit, expected):
+    assert bridge.working_size(quality, region, limit) == expected
+
+
+def test_estimate_argv_matches_the_run_argv():
+    request = bridge.EngineRequest(content="c", style="s", output="o", region_size=(3000, 2000), quality="preview",
+                                   steps=40, device="cpu")
+    run, estimate = bridge.build_argv("py", request), bridge.build_estimate_argv("py", request)
+    assert estimate[:8] == ["py", "-u", "-m", "nst_cli", "gimp", "estimate", "3000", "2000"]
+    assert bridge.size_options(request) == ["--size", "512", "--steps", "40", "--step-decay", "0.5", "--fit-memory"]
+    assert bridge.size_options(request) == run[run.index("--size"):run.index("--fit-memory") + 1]
+    assert estimate[8:] == [*bridge.size_options(request), "--device", "cpu"]
 
 
 @pytest.mark.parametrize(("strength", "style_scale", "expected"), [
@@ -131,140 +162,18 @@ def test_build_argv_strength_and_style_scale_values(strength, style_scale, expec
     assert (argv[argv.index("--strength") + 1], argv[argv.index("--style-scale") + 1]) == expected
 
 
-@pytest.mark.parametrize("bad", [{"preset": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5},
+@pytest.mark.parametrize("bad", [{"quality": "ultra"}, {"device": "tpu"}, {"size": -1}, {"seed": -5},
                                  {"preserve_color": "sepia"}, {"style_scale": 0.1}, {"style_scale": 5.0},
-                                 {"style_scale": float("nan")}])
+                                 {"style_scale": float("nan")}, {"region_size": (0, 10)}])
 def test_request_rejects_bad_values(bad):
     with pytest.raises(bridge.BridgeError):
         bridge.EngineRequest(content="c", style="s", output="o", **bad)
 
 
-def test_presets_are_the_engines_quality_presets():
-    """The dialog offers the engine's quality presets (the look presets such as soft/bold overlap
-    the dialog's own strength and colour controls, so it leaves them out)."""
-    from nst_core.builtins.presets import PRESETS
-
-    assert set(bridge.PRESETS) <= set(PRESETS)
-    quality = {name for name, (values, _) in PRESETS.items() if {"size", "steps"} <= set(values)}
-    assert set(bridge.PRESETS) == quality
-
-
-def test_engine_environment_drops_gimps_python_variables():
-    env = bridge.engine_environment({"PYTHONHOME": "/gimp", "PYTHONPATH": "/gimp/lib", "HOME": "/h"})
-    assert "PYTHONHOME" not in env and "PYTHONPATH" not in env
-    assert env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the engine
-# ---------------------------------------------------------------------------------------------
-
-
-def test_find_engine_prefers_the_environment(tmp_path):
-    (tmp_path / bridge.CONFIG_NAME).write_text(json.dumps({"python": "/from/config"}))
-    found = bridge.find_engine(str(tmp_path), {bridge.ENV_PYTHON: "/from/env"})
-    assert (found.python, found.source) == ("/from/env", "NST_GIMP_PYTHON")
-    found = bridge.find_engine(str(tmp_path), {})
-    assert found.python == "/from/config" and found.source.endswith(bridge.CONFIG_NAME)
-
-
-def test_find_engine_without_install_says_what_to_do(tmp_path):
-    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
-        bridge.find_engine(str(tmp_path), {})
-    (tmp_path / bridge.CONFIG_NAME).write_text("{not json")
-    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
-        bridge.find_engine(str(tmp_path), {})
-
-
-# ---------------------------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------------------------
-
-RUN_EVENTS = [
-    {"event": "start", "version": "0.1.0", "device": "cpu", "precision": "bf16", "seed": 1,
-     "sizes": [[91, 64], [128, 90]],
-     "total": 4, "output": "/t/o.png"},
-    {"event": "step", "step": 1, "total": 4, "scale": 1, "scales": 2, "size": [91, 64], "loss": 9.0,
-     "terms": {"content": 0.0, "gram": 9.0}, "elapsed": 2.0, "eta": 125.0},
-    {"event": "warning", "message": "style image is small;\n upscaled"},
-    {"event": "step", "step": 4, "total": 4, "scale": 2, "scales": 2, "size": [128, 90], "loss": 1.0,
-     "terms": {}, "elapsed": 8.0, "eta": 0.0},
-    {"event": "saved", "path": "/t/o.png", "step": 4},
-    {"event": "done", "output": "/t/o.png", "status": "finished", "message": "finished", "steps": 4,
-     "elapsed": 8.1, "loss": 1.0, "seed": 1},
-]
-
-
-def test_parse_event_ignores_non_events():
-    for line in ["", "hello", "{", "[1, 2]", '{"no": "event"}', '{"event": 3}', "Downloading... 10%"]:
-        assert bridge.parse_event(line) is None
-    assert bridge.parse_event(' {"event": "step", "step": 1}\n') == {"event": "step", "step": 1}
-
-
-def test_engine_events_turn_into_progress_text():
-    state = bridge.EngineEvents()
-    texts = [state.feed(event) for event in RUN_EVENTS]
-    assert texts[0] == "Style transfer: starting 4 steps on cpu (bf16), 91\u00d764 \u2192 128\u00d790"  # the plan
-    assert state.sizes == ((91, 64), (128, 90)) and state.precision == "bf16"
-    assert texts[1] == "Style transfer: step 1/4, scale 1/2 (91\u00d764), about 2 min 05 s left"
-    assert texts[2] is None and state.warnings == ["style image is small; upscaled"]
-    assert texts[3] == "Style transfer: step 4/4, scale 2/2 (128\u00d790)"  # no "0 s left" at the end
-    assert texts[5] == "Style transfer: done"
-    assert state.fraction == 1.0 and state.status == "finished" and state.output == "/t/o.png"
-    assert state.error is None and state.seed == 1
-
-
-def test_engine_events_fraction_before_start_and_midway():
-    state = bridge.EngineEvents()
-    assert state.fraction == 0.0
-    assert state.feed({"event": "start", "total": 8, "sizes": [[1, "x"]]}) == "Style transfer: starting 8 steps"
-    state.feed({"event": "step", "step": 2, "total": 8})
-    assert state.fraction == 0.25
-
-
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, ""), (float("nan"), ""), (-1, ""), ("x", ""), (0, "0 s"), (59.4, "59 s"), (75, "1 min 15 s"),
-    (3600 * 2 + 60 * 5, "2 h 05 min")])
-def test_format_duration(seconds, text):
-    assert bridge.format_duration(seconds) == text
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------
-
-
-def test_failure_message_prefers_the_engines_own_words():
-    state = bridge.EngineEvents()
-    state.feed({"event": "error", "message": "style.jpg: no such file;\ncheck the path", "exit_code": 1})
-    message = bridge.failure_message(1, state, "nst: error: something else", None)
-    assert message == "Neural style transfer failed: style.jpg: no such file; check the path"
-
-
-def test_failure_message_falls_back_to_stderr_then_exit_code():
-    engine = bridge.EngineLocation("/venv/bin/python", "NST_GIMP_PYTHON")
-    state = bridge.EngineEvents()
-    assert "No module named nst_cli" in bridge.failure_message(1, state, "/usr/bin/python3: No module named nst_cli",
-                                                               engine)
-    assert "killed by SIGKILL" in bridge.failure_message(-9, state, "", engine)
-    message = bridge.failure_message(2, state, "", engine)
-    assert "exit code 2" in message and "/venv/bin/python" in message
-
-
-def test_stderr_tail_finds_the_exception_line(tmp_path):
-    path = tmp_path / "err.txt"
-    path.write_text(textwrap.dedent("""\
-        nst: warning: something harmless
-        Traceback (most recent call last):
-          File "/x/y.py", line 3, in <module>
-            import torch
-        ModuleNotFoundError: No module named 'torch'
-
-        """))
-    assert bridge.stderr_tail(str(path)) == "ModuleNotFoundError: No module named 'torch'"
-    assert bridge.stderr_tail(str(tmp_path / "missing.txt")) == ""
-    path.write_text("x" * 100000 + "\nlast words\n")
-    assert bridge.stderr_tail(str(path)) == "last words"
+def test_qualities_are_described_by_what_they_produce():
+    assert list(bridge.QUALITIES) == ["preview", "full", "full-detail"] and bridge.DEFAULT_QUALITY == "full"
+    assert "512 px" in bridge.QUALITIES["preview"].label
+    assert all(q.size is None and "Full size" in q.label for n, q in bridge.QUALITIES.items() if n != "preview")
 
 
 def test_stderr_tail_reads_a_usage_error_box(tmp_path):
@@ -280,7 +189,7 @@ def test_usage_error_of_the_real_cli_is_readable(tmp_path, examples):
     """A plug-in newer than the installed nst-core passes an option it does not know."""
     request = bridge.EngineRequest(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"),
                                    output=str(tmp_path / "out.png"))
-    argv = bridge.build_argv(sys.executable, request) + ["--an-option-from-the-future", "1"]
+    argv = bridge.build_argv(engine_python(tmp_path), request) + ["--an-option-from-the-future", "1"]
     outcome = bridge.run_engine(argv, str(tmp_path), lambda f, t: None)
     message = bridge.outcome_error(outcome)
     assert outcome.returncode == 2
@@ -476,8 +385,8 @@ def test_argv_runs_the_real_engine(tmp_path, examples):
     with Image.open(examples / "tubingen.jpg") as im:
         im.convert("RGB").resize((48, 36)).save(content)
     request = bridge.EngineRequest(content=str(content), style=str(examples / "starry_night.jpg"),
-                                   output=str(tmp_path / "out.png"), strength=60, size=40, steps=2, seed=5,
-                                   device="cpu", style_scale=0.5)
+                                   output=str(tmp_path / "out.png"), region_size=(48, 36), strength=60, size=40,
+                                   steps=2, seed=5, device="cpu", style_scale=0.5)
     fractions, texts = [], []
 
     def on_progress(fraction, text):
@@ -485,7 +394,7 @@ def test_argv_runs_the_real_engine(tmp_path, examples):
         if text:
             texts.append(text)
 
-    outcome = bridge.run_engine(bridge.build_argv(sys.executable, request), str(tmp_path), on_progress)
+    outcome = bridge.run_engine(bridge.build_argv(engine_python(tmp_path), request), str(tmp_path), on_progress)
     assert bridge.outcome_error(outcome) is None, outcome
     assert outcome.state.status == "finished" and outcome.state.seed == 5
     assert Path(outcome.state.output) == tmp_path / "out.png" and (tmp_path / "out.png").is_file()

@@ -36,8 +36,13 @@ def e2e(tmp_path_factory):
         pytest.skip("NST_SKIP_GIMP_E2E=1: GIMP end-to-end test skipped on request")
     if not sys.platform.startswith("linux"):
         pytest.skip("the GIMP end-to-end test runs GIMP 3 in a Debian chroot: Linux only")
+    if os.environ.get("NST_GIMP_E2E_REUSE"):  # check the output of an earlier run_gimp_e2e.sh OUT_DIR
+        out = Path(os.environ["NST_GIMP_E2E_REUSE"])
+        return (out, json.loads((out / "results.json").read_text()),
+                json.loads((out / "cancel.json").read_text()))
     out = tmp_path_factory.mktemp("gimp-e2e")
-    env = dict(os.environ, NST_E2E_PYTHON=sys.executable)
+    env = dict(os.environ)
+    env.setdefault("NST_E2E_PYTHON", sys.executable)  # another Python (a wrapper) may be given
     proc = subprocess.run(["bash", str(SCRIPT), str(out)], capture_output=True, text=True, timeout=1200, env=env)
     if proc.returncode == SKIP_EXIT:
         pytest.skip(f"GIMP end-to-end test: {proc.stdout.strip() or proc.stderr.strip()}")
@@ -169,13 +174,102 @@ def test_engine_error_text_comes_from_the_engine(e2e):
     assert "not image data" in message  # nst_core's wording, passed through
 
 
-def test_missing_style_file_is_refused_before_the_plugin_runs(e2e):
-    # GIMP validates file arguments declared with FileChooserAction.OPEN itself: a missing file
-    # never reaches the plug-in (the dialog cannot pick one either).
+def test_missing_style_file_gets_the_filters_own_message(e2e):
+    # The style-file argument is declared with FileChooserAction.ANY, which GIMP does not check
+    # itself, so a script naming a missing file gets the filter's message naming it.
+    out, _, _ = e2e
     rec = case(e2e, "missing-style")
-    assert rec["status"] == "calling-error"
-    assert "style-file" in rec["message"]
+    assert rec["status"] == "execution-error", rec
+    assert rec["message"] == f"style image not found: {out / 'does-not-exist.png'}"
     assert rec["layers_after"] == 1
+
+
+def engine_runs(out: Path) -> list[list[str]]:
+    """Every command line the engine wrapper was started with (run_gimp_e2e.sh logs them)."""
+    text = (out / "engine-argv.log").read_text()
+    return [block.split("\n") for block in text.split("\n\n") if block.strip()]
+
+
+def test_default_quality_works_at_the_layers_full_size(e2e):
+    out, _, _ = e2e
+    runs = [argv for argv in engine_runs(out) if "run" in argv and str(out / "style.png") in argv]
+    rgba = next(argv for argv in runs if argv[argv.index("--seed") + 1] == "1")
+    assert rgba[rgba.index("--size") + 1] == "96"  # the layer is 96x72: no working size below it
+    assert "--fit-memory" in rgba and rgba[rgba.index("--step-decay") + 1] == "0.5"
+    assert case(e2e, "rgba")["status"] == "success"
+
+
+def test_dialog_estimate_states_sizes_upscale_and_time(e2e):
+    rec = case(e2e, "estimate")  # an 800x600 layer
+    full, preview = rec["full"], rec["preview"]
+    assert full["sizes"] == [[400, 300], [800, 600]] and full["steps"] == [100, 50]
+    assert full["output"] == [800, 600] and full["upscale"] == 1.0 and full["seconds"] > 3.0
+    assert "400\u00d7300 \u2192 800\u00d7600" in full["text"] and "Result at full size, 800\u00d7600" in full["text"]
+    assert "About" in full["text"]
+    assert preview["sizes"] == [[256, 192], [512, 384]] and preview["upscale"] == 1.562
+    assert "scaled up \u00d71.6 to 800\u00d7600" in preview["text"]
+    assert preview["seconds"] < full["seconds"]
+
+
+def test_no_seam_when_the_mask_is_painted_wider(e2e):
+    """The selection's layer mask, painted white everywhere: the stylised area fades into the
+    untouched copy across the margin instead of ending in a hard rectangle."""
+    rec = case(e2e, "gray16")
+    source = raw(rec["source_before"])[..., 0] / 65535.0
+    widened = raw(rec["widened"])[..., 0] / 65535.0
+    diff = np.abs(widened - source)
+    bx, by, bw, bh = rec["selection_box"]
+    layer_h, layer_w = source.shape
+    x0, y0, w, h = bridge_work_region(layer_w, layer_h, (bx, by, bw, bh))
+    outside = np.ones_like(diff, dtype=bool)
+    outside[y0:y0 + h, x0:x0 + w] = False
+    if outside.any():
+        assert diff[outside].max() == 0  # beyond the region: the copy itself
+    core = diff[by + bh // 4:by + 3 * bh // 4, bx + bw // 4:bx + 3 * bw // 4].mean()
+    assert core > 0.02, "the selection was not stylised"
+    edges = []  # the region's outermost pixels on every side that has a margin
+    if bx > x0:
+        edges.append(diff[y0:y0 + h, x0])
+    if bx + bw < x0 + w:
+        edges.append(diff[y0:y0 + h, x0 + w - 1])
+    if by > y0:
+        edges.append(diff[y0, x0:x0 + w])
+    if by + bh < y0 + h:
+        edges.append(diff[y0 + h - 1, x0:x0 + w])
+    assert edges, "the selection left no margin inside the layer; the test image must leave one"
+    # a hard edge would differ there as much as the core does; the fade leaves 8-bit rounding
+    assert np.concatenate(edges).mean() < 0.25 * core, "a step where the stylised area ends"
+    # and nowhere a jump between neighbours much larger than the stylisation itself makes
+    assert np.abs(np.diff(diff, axis=1)).max() < 0.5 and np.abs(np.diff(diff, axis=0)).max() < 0.5
+
+
+def bridge_work_region(width, height, box):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "nst_gimp_bridge", REPO / "plugins" / "gimp" / "nst-style-transfer" / "nst_gimp_bridge.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.work_region(width, height, tuple(box))
+
+
+def test_flatpak_gimp_runs_the_engine_through_flatpak_spawn_host(e2e):
+    out, _, _ = e2e
+    results = json.loads((out / "results-flatpak.json").read_text())
+    rec = results["cases"]["flatpak"]
+    assert rec["status"] == "success", rec
+    assert len(rec["layers"]) == 2
+    calls = [block.split("\n") for block in (out / "flatpak-spawn.log").read_text().split("\n\n") if block.strip()]
+    assert len(calls) == 1
+    argv = calls[0]
+    assert argv[:2] == ["--host", "--watch-bus"]
+    directory = next(a for a in argv if a.startswith("--directory="))[len("--directory="):]
+    assert directory.startswith(str(out / "flatpak-cache" / "nst-gimp" / "gimp-nst-"))  # seen by the host too
+    assert "--env=PYTHONUNBUFFERED=1" in argv
+    engine = argv[argv.index(str(out / "engine-python")):]
+    assert engine[1:6] == ["-u", "-m", "nst_cli", "run", f"{directory}/content.png"]
+    assert list((out / "flatpak-cache" / "nst-gimp").iterdir()) == []  # cleaned after the run
 
 
 def test_cancel_kills_the_engine_and_temp_files_are_cleaned_next_run(e2e):

@@ -14,6 +14,7 @@ the plug-in (the environment variable ``NST_GIMP_PYTHON`` overrides it at run ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import json
 import os
@@ -45,7 +46,8 @@ gimp_app = typer.Typer(
     name="gimp", no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="Install the GIMP 3 filter (Filters > Artistic > Neural Style Transfer...) and check it.",
     epilog="[bold]Examples[/bold]\n\n  nst gimp install   [dim](then restart GIMP)[/dim]\n\n"
-           "  nst gimp doctor\n\n  nst gimp install --link   [dim](for plug-in development)[/dim]\n\n"
+           "  nst gimp doctor\n\n  nst gimp install --flatpak   [dim](GIMP from Flathub)[/dim]\n\n"
+           "  nst gimp install --link   [dim](for plug-in development)[/dim]\n\n"
            "  nst gimp uninstall",
 )
 
@@ -72,9 +74,46 @@ def gimp_config_dir(platform: str | None = None, environ: dict[str, str] | None 
     return Path(config) / "GIMP" / "3.0"
 
 
-def default_plugins_dir() -> Path:
-    """``<GIMP config folder>/plug-ins``."""
-    return gimp_config_dir() / "plug-ins"
+def default_plugins_dir(flatpak: bool = False, home: Path | None = None) -> Path:
+    """``<GIMP config folder>/plug-ins`` (with ``flatpak``: the Flatpak GIMP's, see :func:`flatpak_config_dir`)."""
+    return (flatpak_config_dir(home) if flatpak else gimp_config_dir()) / "plug-ins"
+
+
+FLATPAK_APP = "org.gimp.GIMP"
+FLATPAK_PERMISSION = ["flatpak", "override", "--user", "--talk-name=org.freedesktop.Flatpak", FLATPAK_APP]
+"""Lets the Flatpak GIMP start commands on the host (``flatpak-spawn --host``), the engine among them."""
+
+
+def flatpak_config_dir(home: Path | None = None) -> Path:
+    """GIMP 3's per-user folder in the Flatpak build: ``~/.var/app/org.gimp.GIMP/config/GIMP/3.0``."""
+    home = Path.home() if home is None else home
+    return home / ".var" / "app" / FLATPAK_APP / "config" / "GIMP" / "3.0"
+
+
+def flatpak_override_files(home: Path | None = None) -> list[Path]:
+    """Where ``flatpak override`` keeps GIMP's permissions: per user, then system-wide."""
+    home = Path.home() if home is None else home
+    return [home / ".local" / "share" / "flatpak" / "overrides" / FLATPAK_APP,
+            Path("/var/lib/flatpak/overrides") / FLATPAK_APP]
+
+
+def flatpak_may_spawn_on_host(home: Path | None = None) -> Path | None:
+    """The override file that lets GIMP talk to org.freedesktop.Flatpak (so flatpak-spawn --host
+    works), or None. The file is a keyfile; the permission is ``org.freedesktop.Flatpak=talk``
+    in ``[Session Bus Policy]``."""
+    for path in flatpak_override_files(home):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        section = ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[Session Bus Policy]" and line.replace(" ", "") == "org.freedesktop.Flatpak=talk":
+                return path
+    return None
 
 
 def plugin_source() -> Path:
@@ -200,18 +239,54 @@ def probe_engine(python: str, timeout: float = 120.0) -> tuple[bool, str]:
 
 
 def sandboxed_gimp_dirs(home: Path | None = None) -> list[Path]:
-    """Config folders of Flatpak/Snap GIMP builds (their sandbox cannot run a host virtualenv)."""
+    """Config folders of Flatpak/Snap GIMP builds found in ``home``."""
     home = Path.home() if home is None else home
     found = []
-    for candidate in (home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0",
-                      home / "snap" / "gimp"):
+    for candidate in (flatpak_config_dir(home), home / "snap" / "gimp"):
         if candidate.exists():
             found.append(candidate)
     return found
 
 
-def diagnose(plugins_dir: Path, environ: dict[str, str] | None = None) -> list[Check]:
-    """Everything ``nst gimp doctor`` reports, in order."""
+Runner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def flatpak_checks(home: Path | None = None, run: Runner = _run) -> list[Check]:
+    """The Flatpak-only steps: flatpak and GIMP's Flatpak installed, flatpak-spawn inside it, and
+    the permission to start the engine on the host."""
+    checks = []
+    if shutil.which("flatpak") is None:
+        return [Check(False, "flatpak", "the flatpak command is not on PATH: is GIMP really a Flatpak here?")]
+    try:
+        info = run(["flatpak", "info", FLATPAK_APP])
+        ok = info.returncode == 0
+        detail = (info.stdout.strip().splitlines() or [FLATPAK_APP])[0] if ok else \
+            f"{FLATPAK_APP} is not installed: flatpak install flathub {FLATPAK_APP}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, detail = False, f"flatpak info {FLATPAK_APP} failed: {exc}"
+    checks.append(Check(ok, "GIMP Flatpak", detail.strip()))
+    if ok:
+        try:
+            spawn = run(["flatpak", "run", "--command=flatpak-spawn", FLATPAK_APP, "--help"])
+            has_spawn = spawn.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            has_spawn = False
+        checks.append(Check(has_spawn, "flatpak-spawn", "in GIMP's sandbox" if has_spawn else
+                            "flatpak-spawn does not run inside GIMP's sandbox; update the Flatpak runtime"))
+    granted = flatpak_may_spawn_on_host(home)
+    checks.append(Check(granted is not None, "host permission",
+                        f"GIMP may start the engine on the host ({granted})" if granted else
+                        "GIMP may not start programs on the host: run " + " ".join(FLATPAK_PERMISSION)))
+    return checks
+
+
+def diagnose(plugins_dir: Path, environ: dict[str, str] | None = None, *, flatpak: bool = False,
+             home: Path | None = None, run: Runner = _run) -> list[Check]:
+    """Everything ``nst gimp doctor`` reports, in order (``flatpak``: also the Flatpak steps)."""
     environ = dict(os.environ) if environ is None else environ
     checks = [Check(plugins_dir.is_dir(), "GIMP plug-ins folder",
                     str(plugins_dir) + ("" if plugins_dir.is_dir() else " (missing: start GIMP 3 once, "
@@ -241,11 +316,18 @@ def diagnose(plugins_dir: Path, environ: dict[str, str] | None = None) -> list[C
         checks.append(Check(ok, "engine", f"{python} (from {where}): {detail}"))
     elif installed:
         checks.append(Check(False, "engine", f"no interpreter recorded: run 'nst gimp install' or set {ENV_PYTHON}"))
+    if flatpak:
+        checks += flatpak_checks(home, run)
+        return checks
     gimp = next((shutil.which(name) for name in ("gimp-3.0", "gimp", "gimp-console-3.0") if shutil.which(name)), None)
     checks.append(Check(True, "GIMP executable", gimp or "none on PATH (fine if GIMP is started from a menu)"))
-    for folder in sandboxed_gimp_dirs():
-        checks.append(Check(True, "note", f"a Flatpak/Snap GIMP uses {folder}; its sandbox cannot start "
-                                          "this Python, so use a GIMP from your distribution or gimp.org"))
+    for folder in sandboxed_gimp_dirs(home):
+        if folder == flatpak_config_dir(home):
+            checks.append(Check(True, "note", f"a Flatpak GIMP uses {folder}: for it, run 'nst gimp install "
+                                              "--flatpak' and 'nst gimp doctor --flatpak'"))
+        else:
+            checks.append(Check(True, "note", f"a Snap GIMP uses {folder}; its sandbox cannot start this "
+                                              "Python, so use a GIMP from your distribution, gimp.org or Flathub"))
     return checks
 
 
@@ -266,16 +348,44 @@ def install_command(
     python: Annotated[str | None, typer.Option(
         "--python", help="The Python the plug-in runs the engine with (default: this one).",
         show_default=False)] = None,
+    flatpak: Annotated[bool, typer.Option(
+        "--flatpak", help="For the Flatpak GIMP (org.gimp.GIMP): its plug-ins folder, and the permission to start "
+                          "the engine on the host (flatpak override), which is granted if flatpak is on PATH and "
+                          "printed otherwise.")] = False,
 ) -> None:
     """Install the plug-in into GIMP 3 and record which Python runs the engine; restart GIMP after."""
-    plugins_dir = (dir or default_plugins_dir()).expanduser().absolute()
+    plugins_dir = (dir or default_plugins_dir(flatpak)).expanduser().absolute()
     interpreter = sys.executable
     if python:  # a bare command name is looked up on PATH; symlinks are kept (a venv needs its own path)
         interpreter = os.path.abspath(python if os.sep in python or not shutil.which(python) else shutil.which(python))
+    if flatpak and link:
+        raise GimpSetupError("--link does not work with --flatpak: the sandbox cannot follow links into the "
+                             "source checkout; install without --link")
     target = install_plugin(plugins_dir, python=interpreter, link=link)
     typer.echo(f"installed {PLUGIN_NAME} in {target}{' (linked)' if link else ''}")
-    typer.echo(f"engine: {interpreter}")
+    typer.echo(f"engine: {interpreter}" + (" (started on the host through flatpak-spawn --host)" if flatpak else ""))
+    if flatpak:
+        grant_flatpak_permission(typer.echo)
     typer.echo(f"restart GIMP 3, then open an image and choose {MENU}")
+
+
+def grant_flatpak_permission(echo: Callable[[str], None], run: Runner = _run) -> bool:
+    """Run ``flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP`` (once is
+    enough; it is kept across updates), or print it when flatpak is not on PATH or it fails."""
+    command = " ".join(FLATPAK_PERMISSION)
+    if shutil.which("flatpak") is None:
+        echo(f"flatpak is not on PATH; allow GIMP to start the engine on the host with:\n  {command}")
+        return False
+    try:
+        done = run(list(FLATPAK_PERMISSION))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        echo(f"could not run {command} ({exc}); run it yourself")
+        return False
+    if done.returncode != 0:
+        echo(f"{command} failed: {(done.stderr or done.stdout).strip()}; run it yourself")
+        return False
+    echo(f"allowed GIMP to start the engine on the host: {command}")
+    return True
 
 
 @gimp_app.command("uninstall")
@@ -287,11 +397,57 @@ def uninstall_command(dir: DirOption = None) -> None:
 
 
 @gimp_app.command("doctor")
-def doctor_command(dir: DirOption = None) -> None:
+def doctor_command(dir: DirOption = None, flatpak: Annotated[bool, typer.Option(
+        "--flatpak", help="Check the Flatpak GIMP: its plug-ins folder, flatpak-spawn and the host permission.")]
+        = False) -> None:
     """Show what the plug-in will find: GIMP's folder, the plug-in, the engine and its device."""
-    plugins_dir = (dir or default_plugins_dir()).expanduser().absolute()
-    checks = diagnose(plugins_dir)
+    plugins_dir = (dir or default_plugins_dir(flatpak)).expanduser().absolute()
+    checks = diagnose(plugins_dir, flatpak=flatpak)
     for check in checks:
         typer.echo(f"{'ok ' if check.ok else 'BAD'}  {check.label}: {check.detail}")
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
+
+
+@gimp_app.command("estimate")
+def estimate_command(
+    width: Annotated[int, typer.Argument(help="Width of the layer (or selection) in pixels.", min=1)],
+    height: Annotated[int, typer.Argument(help="Height in pixels.", min=1)],
+    size: Annotated[int, typer.Option(help="Longest working side asked for.", min=16)] = 512,
+    steps: Annotated[int, typer.Option(help="Steps at the coarsest scale.", min=1)] = 100,
+    step_decay: Annotated[float, typer.Option(help="Steps of each finer scale relative to the one before.")] = 1.0,
+    fit_memory: Annotated[bool, typer.Option("--fit-memory/--no-fit-memory",
+                                             help="Stop at the largest size that fits.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate",
+                                            help="Estimate the time (measures the device once, then cached).")] = True,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Measure the device again.")] = False,
+) -> None:
+    """Print, as one JSON line, what a run would do: working sizes, steps, the result's size, the
+    upscale factor and (with the cached calibration) the time. The GIMP filter's dialog shows it."""
+    from nst_core import StyleConfig
+
+    from nst_cli import estimate
+
+    try:
+        config = StyleConfig(size=size, steps=steps, step_decay=step_decay, fit_memory=fit_memory, device=device)
+        calibrated = None
+        measured = False
+        if calibrate:
+            device_obj = nst_core_device(device)
+            from nst_core.precision import resolve_precision
+
+            calibrated, measured = estimate.calibration(device_obj, resolve_precision("auto", device_obj),
+                                                        refresh=refresh)
+        answer = estimate.estimate_run(width, height, config, calibrated=calibrated)
+        answer["calibrated_now"] = measured
+    except NSTError as exc:
+        typer.echo(json.dumps({"error": str(exc)}))
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(answer))
+
+
+def nst_core_device(name: str):
+    from nst_core import resolve_device
+
+    return resolve_device(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from nst_core import NSTError, Progress, StyleConfig, StyleResult
 from nst_core.errors import ResumeError
 from nst_core.image import LoadedImage
+from nst_core.planning import steps_per_scale
 from nst_core.resume import RunState, check_resume, inputs_fingerprint, load_state, resume_path, save_state
 
 from nst_cli.render import Reporter
@@ -66,7 +67,7 @@ class ResumeFile:
             return
         fingerprint = inputs_fingerprint(images[0], images[1:], masks or (), init)
         try:
-            check_resume(self.state, config=config, inputs=fingerprint, total=config.steps * len(sizes),
+            check_resume(self.state, config=config, inputs=fingerprint, total=sum(steps_per_scale(config, len(sizes))),
                          shapes=[(h, w) for w, h in sizes])
         except ResumeError as exc:
             raise ResumeError(f"{self.path}: {exc}") from None

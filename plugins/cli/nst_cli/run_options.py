@@ -67,6 +67,13 @@ def _shared(
     steps: Annotated[int | None, option("Optimiser steps per scale.", SIZE, default=DEFAULTS.steps)] = None,
     scales: Annotated[int | None, option("Coarse-to-fine scales. Default: as many as fit from --min-scale-size "
                                          "to --size.", SIZE)] = None,
+    step_decay: Annotated[float | None, option("Steps of each finer scale relative to the one before, in (0, 1]: "
+                                               "0.5 halves them at every scale (the large scales cost the most).",
+                                               SIZE, default=DEFAULTS.step_decay)] = None,
+    fit_memory: Annotated[bool | None, typer.Option(
+        "--fit-memory/--no-fit-memory", show_default=False, rich_help_panel=SIZE,
+        help="When --size does not fit the device's free memory, work at the largest size that does (a warning "
+             "says how much smaller) instead of refusing. Default: off.")] = None,
     scale_factor: Annotated[float | None, option("Size ratio between scales.", SIZE,
                                                  default=DEFAULTS.scale_factor)] = None,
     min_scale_size: Annotated[int | None, option("Longest side of the coarsest scale.", SIZE,

@@ -126,15 +126,45 @@ def insert_result(image, source, stylised, region, fmt, bytes_per_sample, name, 
 
 
 def selection_region(image, drawable):
-    """``(region, has_selection)``: what the engine should see, in layer coordinates."""
+    """``(region, selection_box)``: what the engine should see and the selection's bounding box,
+    in layer coordinates (``selection_box`` is None without a selection)."""
     width, height = drawable.get_width(), drawable.get_height()
     if Gimp.Selection.is_empty(image):
-        return (0, 0, width, height), False
+        return (0, 0, width, height), None
     ok, x, y, w, h = drawable.mask_intersect()
     if not ok or w <= 0 or h <= 0:
         raise UserError("the selection does not overlap the active layer; select part of it or "
                         "Select > None")
-    return bridge.work_region(width, height, (x, y, w, h)), True
+    return bridge.work_region(width, height, (x, y, w, h)), (x, y, w, h)
+
+
+def write_fade_mask(region, selection_box, layer_size, workdir):
+    """The engine's --mask fading the style out across the region's margin (None: no margin)."""
+    if selection_box is None:
+        return None
+    mask = bridge.fade_mask(region, selection_box, layer_size)
+    if mask is None:
+        return None
+    path = os.path.join(workdir, "fade-mask.png")
+    bridge.write_png(path, mask[0], mask[1], mask[2], channels=1)
+    return path
+
+
+def region_of(image, drawable):
+    """The region the engine will see, or the whole layer when that cannot be told (estimates)."""
+    try:
+        return selection_region(image, drawable)[0]
+    except UserError:
+        return (0, 0, drawable.get_width(), drawable.get_height())
+
+
+def make_request(config, region, **paths):
+    return bridge.EngineRequest(
+        region_size=(region[2], region[3]), quality=config.get_property("quality"),
+        strength=config.get_property("strength"), size=config.get_property("size"),
+        steps=config.get_property("steps"), seed=config.get_property("seed"),
+        device=config.get_property("device"), preserve_color=config.get_property("preserve-color"),
+        style_scale=config.get_property("style-scale"), **paths)
 
 
 def style_source(config, workdir):
@@ -146,6 +176,8 @@ def style_source(config, workdir):
         return path, style_layer_label(style_layer)
     style_file = config.get_property("style-file")
     path = style_file.get_path() if style_file is not None else None
+    if not path and style_file is not None and style_file.get_uri():
+        raise UserError(f"style image not found: {style_file.get_uri()} (only local files can be read)")
     if not path:
         raise UserError("choose a style image (a painting) in the dialog: a file or an open layer")
     if not os.path.isfile(path):
@@ -166,21 +198,20 @@ def style_layer_label(layer):
 def stylize(image, drawable, config, run_mode):
     """Everything between the dialog and the new layer; raises UserError / bridge.BridgeError."""
     Gimp.progress_init("Neural style transfer: starting the engine\u2026")
-    bridge.clean_stale_tempdirs()
+    temp_base = bridge.sandbox_tempdir_base()
+    bridge.clean_stale_tempdirs(temp_base)
     engine = bridge.find_engine(PLUGIN_DIR)
-    workdir = bridge.make_private_tempdir()
+    workdir = bridge.make_private_tempdir(temp_base)
     try:
         style_path, style_label = style_source(config, workdir)
-        region, has_selection = selection_region(image, drawable)
+        region, selection_box = selection_region(image, drawable)
+        has_selection = selection_box is not None
         content_path = os.path.join(workdir, "content.png")
         export_rgb_png(drawable, *region, content_path)
-        request = bridge.EngineRequest(
-            content=content_path, style=style_path, output=os.path.join(workdir, "result.png"),
-            preset=config.get_property("preset"), strength=config.get_property("strength"),
-            size=config.get_property("size"), steps=config.get_property("steps"),
-            seed=config.get_property("seed"), device=config.get_property("device"),
-            preserve_color=config.get_property("preserve-color"),
-            style_scale=config.get_property("style-scale"))
+        request = make_request(config, region, content=content_path, style=style_path,
+                               output=os.path.join(workdir, "result.png"),
+                               mask=write_fade_mask(region, selection_box,
+                                                    (drawable.get_width(), drawable.get_height()), workdir))
         argv = bridge.build_argv(engine.python, request)
 
         def on_progress(fraction, text):
@@ -218,8 +249,102 @@ def stylize(image, drawable, config, run_mode):
         Gimp.progress_end()
 
 
-def show_dialog(procedure, config):
-    """The generated procedure dialog; GIMP stores the values for the next run. True on OK."""
+class EstimateView:
+    """The dialog's estimate: working sizes, upscale factor and time for the current settings.
+
+    Asks the engine (``nst gimp estimate``, the sizes from the engine's own planning and a cached
+    calibration of the device) in the background with Gio.Subprocess, so the dialog stays
+    responsive; any change of the settings starts a new estimate and cancels the old one.
+    """
+
+    def __init__(self, label, config, image, drawable):
+        self.label, self.config, self.image, self.drawable = label, config, image, drawable
+        self.cancellable = None
+        self.estimate = None
+        self.key = None
+        try:
+            self.engine = bridge.find_engine(PLUGIN_DIR)
+        except bridge.BridgeError as exc:
+            self.engine = None
+            label.set_text(str(exc))
+
+    def request(self):
+        region = region_of(self.image, self.drawable)
+        return make_request(self.config, region, content="", style="", output="")
+
+    def refresh(self, *_args):
+        if self.engine is None:
+            return
+        try:
+            request = self.request()
+        except bridge.BridgeError as exc:
+            self.label.set_text(str(exc))
+            return
+        argv = bridge.sandbox_argv(bridge.build_estimate_argv(self.engine.python, request))
+        if argv == self.key:
+            return
+        self.key, self.estimate = argv, None
+        if self.cancellable is not None:
+            self.cancellable.cancel()
+        self.cancellable = Gio.Cancellable()
+        self.label.set_text("Working out the sizes and the time\u2026 (the first time measures the device)")
+        launcher = Gio.SubprocessLauncher.new(Gio.SubprocessFlags.STDOUT_PIPE | Gio.SubprocessFlags.STDERR_PIPE)
+        launcher.set_environ([f"{k}={v}" for k, v in bridge.engine_environment().items()])
+        try:
+            proc = launcher.spawnv(argv)
+        except GLib.Error as exc:
+            self.label.set_text(f"Cannot estimate: {exc.message}")
+            return
+        proc.communicate_utf8_async(None, self.cancellable, self.finished, argv)
+
+    def finished(self, proc, result, argv):
+        try:
+            _, out, err = proc.communicate_utf8_finish(result)
+        except GLib.Error:
+            return  # cancelled: a newer estimate is on its way
+        if argv != self.key:
+            return
+        try:
+            self.estimate = bridge.parse_estimate(out or "")
+            self.label.set_text(bridge.describe_estimate(self.estimate))
+        except bridge.BridgeError as exc:
+            tail = [ln for ln in (err or "").splitlines() if ln.strip()]
+            self.label.set_text(f"Cannot estimate: {bridge.one_line(tail[-1]) if tail else exc}")
+
+    def current(self):
+        """The estimate for the settings as they are now (waits for it if needed); None if unknown."""
+        if self.engine is None:
+            return None
+        request = self.request()
+        argv = bridge.sandbox_argv(bridge.build_estimate_argv(self.engine.python, request))
+        if argv == self.key and self.estimate is not None:
+            return self.estimate
+        try:
+            return bridge.estimate_run(self.engine, request)
+        except bridge.BridgeError:
+            return None
+
+
+def confirm_long_run(parent, estimate):
+    """Ask before a run estimated over bridge.LONG_RUN_S; True to go ahead."""
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+
+    dialog = Gtk.MessageDialog(transient_for=parent, modal=True, message_type=Gtk.MessageType.QUESTION,
+                               buttons=Gtk.ButtonsType.NONE,
+                               text=f"This run will take about {bridge.format_duration(estimate.seconds)}")
+    dialog.format_secondary_text(bridge.describe_estimate(estimate) + "\n\nA GPU, the Preview quality or a "
+                                 "smaller selection is faster. Start anyway?")
+    dialog.add_buttons("_Back", Gtk.ResponseType.CANCEL, "_Start", Gtk.ResponseType.OK)
+    try:
+        return dialog.run() == Gtk.ResponseType.OK
+    finally:
+        dialog.destroy()
+
+
+def show_dialog(procedure, config, image, drawable):
+    """The generated procedure dialog with the run's estimate; GIMP stores the values for the next
+    run. True on OK (after confirming a long run)."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -228,13 +353,27 @@ def show_dialog(procedure, config):
     dialog.get_scale_entry("strength", 1.0)  # sliders instead of bare spin buttons
     dialog.get_scale_entry("style-scale", 1.0).set_logarithmic(True)  # 1.0 in the middle of 0.25-4
     dialog.fill_box("advanced-box", ["size", "steps", "seed", "device"])
-    dialog.get_label("advanced-label", "Advanced (0 = the preset's value)", False, False)
+    dialog.get_label("advanced-label", "Advanced (0 = the quality's value)", False, False)
     dialog.fill_frame("advanced", "advanced-label", False, "advanced-box")
-    dialog.fill(["style-file", "style-layer", "preset", "strength", "style-scale", "preserve-color",
+    label = dialog.get_label("estimate-text", "", False, False)
+    label.set_xalign(0.0)
+    label.set_line_wrap(True)
+    dialog.get_label("estimate-title", "This run", False, False)
+    dialog.fill_frame("estimate", "estimate-title", False, "estimate-text")
+    dialog.fill(["style-file", "style-layer", "quality", "estimate", "strength", "style-scale", "preserve-color",
                  "advanced"])
+    view = EstimateView(label, config, image, drawable)
+    config.connect("notify", view.refresh)
+    view.refresh()
     try:
-        return dialog.run()
+        while dialog.run():
+            estimate = view.current()
+            if estimate is None or not estimate.long or confirm_long_run(dialog, estimate):
+                return True
+        return False
     finally:
+        if view.cancellable is not None:
+            view.cancellable.cancel()
         dialog.destroy()
 
 
@@ -252,7 +391,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         return error_values(procedure, Gimp.PDBStatusType.CALLING_ERROR,
                             f"{TITLE} works on a normal layer (not a layer group, mask, channel or "
                             "floating selection); select one in the Layers dialog")
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, image, drawable):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
         layer = stylize(image, drawable, config, run_mode)
@@ -292,23 +431,25 @@ class NeuralStyleTransfer(Gimp.PlugIn):
         procedure.set_documentation(
             "Repaint the layer in the style of a painting (neural style transfer)",
             "Stylises the active layer with a style image (Gatys et al. 2015) using the nst-core engine, "
-            "which runs as a separate process. The result is a new layer above the source, limited to "
-            "the selection; the source is not changed. Style strength is logarithmic: 50 keeps the "
+            "which runs as a separate process. The result is a new layer above the source, at the "
+            "layer's full size by default, limited to the selection (the style fades out across a "
+            "margin around it); the source is not changed. Style strength is logarithmic: 50 keeps the "
             "engine's style weight, every 25 points multiplies it by 10. Style scale sets the size "
             "of the brush strokes.",
             name)
         procedure.set_attribution("nst-core developers", "nst-core developers, MIT licence", "2025")
+        # ANY, not OPEN: GIMP checks an OPEN file argument before the plug-in runs and answers a
+        # script that names a missing file with a generic "value out of range"; the plug-in's own
+        # check says "style image not found: PATH".
         procedure.add_file_argument("style-file", "Style _image", "The painting whose style is applied",
-                                    Gimp.FileChooserAction.OPEN, True, None, RW)
+                                    Gimp.FileChooserAction.ANY, True, None, RW)
         procedure.add_layer_argument("style-layer", "Or style la_yer",
                                      "An open layer to use as the style image instead of the file",
                                      True, RW)
         procedure.add_choice_argument(
-            "preset", "_Quality", "Speed/quality preset of the engine",
-            _choice([("fast", "Fast (256 px, 100 steps)", "A quick look"),
-                     ("balanced", "Balanced (512 px)", "Coarse to fine, 250 steps per scale"),
-                     ("best", "Best (1024 px, slow on a CPU)", "Gatys' settings, 500 steps per scale")]),
-            "fast", RW)
+            "quality", "_Quality", "What the result is at the layer's real size",
+            _choice([(name, q.label, q.help) for name, q in bridge.QUALITIES.items()]),
+            bridge.DEFAULT_QUALITY, RW)
         procedure.add_double_argument("strength", "Style stre_ngth",
                                       "0-100, logarithmic: 50 = the engine's default style weight, "
                                       "+25 = 10x more style, -25 = 10x less",
@@ -323,11 +464,13 @@ class NeuralStyleTransfer(Gimp.PlugIn):
                      ("luminance", "Yes: style only the brightness", "Gatys et al. 2016, luminance-only transfer"),
                      ("histogram", "Yes: recolour the painting first", "Match the style image's colours to the layer")]),
             "none", RW)
-        procedure.add_int_argument("size", "_Working size",
-                                   "Longest side the engine works at, in pixels (0 = the preset's); "
-                                   "the result is scaled to the layer", 0, 8192, 0, RW)
-        procedure.add_int_argument("steps", "Ste_ps", "Optimiser steps per scale (0 = the preset's)",
-                                   0, 100000, 0, RW)
+        procedure.add_int_argument("size", "_Working size limit",
+                                   "Largest side the engine works at, in pixels (0 = the quality's: 512 for "
+                                   "Preview, the layer's own size for Full size); below the layer's size the "
+                                   "result is scaled up to it", 0, 65536, 0, RW)
+        procedure.add_int_argument("steps", "Ste_ps",
+                                   "Optimiser steps at the coarsest scale; each larger scale runs fewer "
+                                   "(0 = the quality's)", 0, 100000, 0, RW)
         procedure.add_int_argument("seed", "S_eed", "Random seed: the same seed gives the same result",
                                    0, 2**31 - 1, 0, RW)
         procedure.add_choice_argument(

@@ -40,7 +40,7 @@ PROC_NAME = "python-fu-nst-style-transfer"
 ENV_PYTHON = "NST_GIMP_PYTHON"
 CONFIG_NAME = "nst-engine.json"
 TEMP_PREFIX = "gimp-nst-"
-PRESETS = ("fast", "balanced", "best")
+DEFAULT_QUALITY = "full"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESERVE_COLORS = ("none", "luminance", "histogram")
 STALE_AFTER_S = 24 * 3600
@@ -63,6 +63,50 @@ size; bigger means larger brush strokes)."""
 def strength_fraction(strength: float) -> float:
     """The dialog's 0–100 strength as the engine's ``--strength`` (0–1), clamped."""
     return min(100.0, max(0.0, float(strength))) / 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality presets: defined by what they produce at the layer's real size
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A dialog preset. ``size`` is the longest working side (None: the layer's or selection's own
+    size, as far as memory allows); ``steps`` run at the coarsest scale and each finer scale runs
+    ``step_decay`` times the one before (the large scales cost the most and start from the
+    upsampled result of the scale below, so they need fewer)."""
+
+    label: str
+    help: str
+    size: int | None
+    steps: int
+    step_decay: float
+
+
+QUALITIES: dict[str, Quality] = {
+    "preview": Quality("Preview: a quick look at 512 px", "Works at 512 px (or the layer's size if smaller); "
+                       "the result is scaled up to the layer", 512, 100, 0.5),
+    "full": Quality("Full size: strokes at the layer's own resolution",
+                    "Coarse to fine up to the layer's (or selection's) real size, as far as memory allows; "
+                    "100 steps at the coarsest scale, half as many at each larger one", None, 100, 0.5),
+    "full-detail": Quality("Full size, more detail (slower)",
+                           "Like Full size with more steps at the large scales: 150 at the coarsest, "
+                           "0.7\u00d7 as many at each larger one", None, 150, 0.7),
+}
+LONG_RUN_S = 600.0
+"""Runs estimated longer than this (10 minutes) are confirmed in the dialog before they start."""
+
+
+def working_size(quality: str, region_size: tuple[int, int], size_limit: int = 0) -> int:
+    """The longest side the engine is asked for: the preset's (or the layer's own) size, capped by the
+    dialog's size limit (0: none) and never above the region's own longest side (no upsampling)."""
+    longest = max(region_size)
+    preset = QUALITIES[quality].size or longest
+    side = min(preset, longest)
+    if size_limit > 0:
+        side = min(side, size_limit)
+    return max(16, side)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,12 +157,18 @@ def find_engine(plugin_dir: str, environ: Mapping[str, str] | None = None) -> En
 
 @dataclass(frozen=True, kw_only=True)
 class EngineRequest:
-    """One ``nst run``: file paths plus the dialog's settings (0 means "the preset's value")."""
+    """One ``nst run``: file paths plus the dialog's settings (0 means "the preset's value").
+
+    ``region_size`` is the ``(width, height)`` of the pixels sent (the layer, or the selection's
+    box plus margin): the full-size presets work at it. ``mask``: a grey PNG, white where the
+    style goes and fading to black at the region's edge (see :func:`fade_mask`), or None.
+    """
 
     content: str
     style: str
     output: str
-    preset: str = "fast"
+    region_size: tuple[int, int] = (512, 512)
+    quality: str = DEFAULT_QUALITY
     strength: float = STRENGTH_DEFAULT
     size: int = 0
     steps: int = 0
@@ -126,10 +176,13 @@ class EngineRequest:
     device: str = "auto"
     preserve_color: str = "none"
     style_scale: float = STYLE_SCALE_DEFAULT
+    mask: str | None = None
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise BridgeError(f"unknown quality preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.quality not in QUALITIES:
+            raise BridgeError(f"unknown quality preset {self.quality!r}; use one of {', '.join(QUALITIES)}")
+        if len(self.region_size) != 2 or min(self.region_size) < 1:
+            raise BridgeError(f"region size must be two positive numbers, got {self.region_size!r}")
         if self.device not in DEVICES:
             raise BridgeError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
         if self.preserve_color not in PRESERVE_COLORS:
@@ -142,28 +195,132 @@ class EngineRequest:
             raise BridgeError(f"style scale must be from {low:g} to {high:g}, got {self.style_scale:g}")
 
 
+def size_options(request: EngineRequest) -> list[str]:
+    """``--size --steps --step-decay --fit-memory``: the working size and steps of ``request``'s
+    quality preset (the dialog's size and steps override it; 0 = the preset's), and always
+    ``--fit-memory``, so that the engine stops at the largest size that fits and says so."""
+    quality = QUALITIES[request.quality]
+    return ["--size", str(working_size(request.quality, request.region_size, request.size)),
+            "--steps", str(request.steps or quality.steps),
+            "--step-decay", f"{quality.step_decay:g}",
+            "--fit-memory"]
+
+
 def build_argv(python: str, request: EngineRequest) -> list[str]:
     """The engine's argument list (no shell is involved, so no quoting issues with odd paths).
 
-    Strength (as 0–1: the engine maps it to a style weight) and style scale are always passed;
-    options left at "the preset's value" (0, "auto", "none") are not passed at all.
+    Strength (as 0–1: the engine maps it to a style weight), style scale and the size options
+    are always passed; options left at their default ("auto", "none") are not passed at all.
     """
     argv = [python, "-u", "-m", "nst_cli", "run", request.content, request.style,
             "-o", request.output,
-            "--preset", request.preset,
             "--strength", f"{strength_fraction(request.strength):.6g}",
             "--style-scale", f"{request.style_scale:.6g}",
             "--seed", str(request.seed),
-            "--progress", "jsonl"]
-    if request.size > 0:
-        argv += ["--size", str(request.size)]
-    if request.steps > 0:
-        argv += ["--steps", str(request.steps)]
+            "--progress", "jsonl",
+            *size_options(request)]
     if request.device != "auto":
         argv += ["--device", request.device]
     if request.preserve_color != "none":
         argv += ["--preserve-color", request.preserve_color]
+    if request.mask:
+        argv += ["--mask", request.mask]
     return argv
+
+
+def build_estimate_argv(python: str, request: EngineRequest) -> list[str]:
+    """``nst gimp estimate W H ...``: the same sizes and steps as :func:`build_argv`, nothing run."""
+    width, height = request.region_size
+    return [python, "-u", "-m", "nst_cli", "gimp", "estimate", str(width), str(height),
+            *size_options(request), "--device", request.device]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What ``nst gimp estimate`` answered (see plugins/cli/nst_cli/estimate.py)."""
+
+    device: str
+    precision: str
+    sizes: tuple[tuple[int, int], ...]
+    steps: tuple[int, ...]
+    output: tuple[int, int]
+    content: tuple[int, int]
+    upscale: float
+    seconds: float | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def long(self) -> bool:
+        return self.seconds is not None and self.seconds > LONG_RUN_S
+
+
+def parse_estimate(stdout: str) -> Estimate:
+    """The last JSON line of ``nst gimp estimate``'s output; raises BridgeError on an error answer."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.strip().startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            if data.get("error"):
+                raise BridgeError(one_line(str(data["error"])))
+            try:
+                return Estimate(str(data["device"]), str(data["precision"]), _sizes(data["sizes"]),
+                                tuple(int(n) for n in data["steps"]), tuple(data["output"]),
+                                tuple(data["content"]), float(data["upscale"]),
+                                None if data.get("seconds") is None else float(data["seconds"]),
+                                tuple(str(n) for n in data.get("notes", ())))
+            except (KeyError, TypeError, ValueError):
+                break
+    raise BridgeError("the engine gave no estimate (plug-in and nst-core versions differ? run 'nst gimp install' "
+                      "again)")
+
+
+def describe_estimate(estimate: Estimate) -> str:
+    """Two or three lines for the dialog: the working sizes, the result against the layer, the time."""
+    sizes = " \u2192 ".join(f"{w}\u00d7{h}" for w, h in estimate.sizes)
+    steps = "/".join(str(n) for n in estimate.steps)
+    lines = [f"Works at {sizes} px ({steps} steps)"]
+    cw, ch = estimate.content
+    if estimate.upscale > 1.001:
+        why = " (memory)" if any("memory" in n for n in estimate.notes) else ""
+        lines.append(f"Result {estimate.output[0]}\u00d7{estimate.output[1]}, scaled up "
+                     f"\u00d7{estimate.upscale:.2g} to {cw}\u00d7{ch}{why}")
+    else:
+        lines.append(f"Result at full size, {cw}\u00d7{ch}")
+    where = f"{estimate.device} ({estimate.precision})"
+    if estimate.seconds is None:
+        lines.append(f"On {where}")
+    else:
+        lines.append(f"About {format_duration(estimate.seconds) or '?'} on {where}"
+                     + (": a long run, you will be asked to confirm" if estimate.long else ""))
+    return "\n".join(lines)
+
+
+def estimate_run(engine: EngineLocation, request: EngineRequest, *, timeout: float = 300.0,
+                 environ: Mapping[str, str] | None = None) -> Estimate:
+    """Ask the engine for the plan and time of ``request`` (synchronously; the first call on a
+    machine measures the device, later ones take as long as starting Python with torch)."""
+    argv = sandbox_argv(build_estimate_argv(engine.python, request), environ=environ)
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=timeout, env=engine_environment(environ),
+                              **windows_popen_options())
+    except OSError as exc:
+        raise BridgeError(start_failure_message(exc, engine)) from None
+    except subprocess.TimeoutExpired:
+        raise BridgeError(f"the engine did not estimate the run within {timeout:.0f} s") from None
+    try:
+        return parse_estimate(proc.stdout)
+    except BridgeError:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip(_BOX_CHARS)]
+        tail = [ln for ln in lines if not _TRACEBACK_NOISE.match(ln)] or lines
+        if proc.returncode != 0 and tail and not proc.stdout.strip():
+            reason = one_line(tail[-1].strip(_BOX_CHARS))
+            raise BridgeError(f"the engine could not estimate the run: {reason}") from None
+        raise
 
 
 def engine_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -178,6 +335,155 @@ def engine_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Flatpak: the engine runs on the host, through flatpak-spawn --host
+# ---------------------------------------------------------------------------------------------
+
+FLATPAK_APP = "org.gimp.GIMP"
+FLATPAK_INFO = "/.flatpak-info"
+FORWARDED_ENV = ("PYTHONUNBUFFERED", "PYTHONIOENCODING", "CUDA_VISIBLE_DEVICES")
+"""Variables passed on to the host engine (besides every ``NST_*``): the host's session
+environment is used there, not the sandbox's."""
+
+
+def in_flatpak(environ: Mapping[str, str] | None = None, info_path: str = FLATPAK_INFO) -> bool:
+    """True inside a Flatpak sandbox: ``$FLATPAK_ID`` is set or ``/.flatpak-info`` exists."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("FLATPAK_ID")) or os.path.exists(info_path)
+
+
+def sandbox_argv(argv: Sequence[str], *, workdir: str | None = None, environ: Mapping[str, str] | None = None,
+                 info_path: str = FLATPAK_INFO) -> list[str]:
+    """``argv`` as it must be started from here: unchanged outside a sandbox; inside Flatpak GIMP,
+    on the host through ``flatpak-spawn --host`` (the sandbox has its own /usr and cannot run a
+    host virtualenv). ``--watch-bus`` makes the host process end when the plug-in does (GIMP's
+    Cancel); ``--directory`` and ``--env`` carry the working folder and the engine's variables,
+    which the host command would not inherit. Needs the permission
+    ``flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP``.
+    """
+    environ = os.environ if environ is None else environ
+    if not in_flatpak(environ, info_path):
+        return list(argv)
+    engine_env = engine_environment(environ)
+    names = sorted({*FORWARDED_ENV, *(n for n in engine_env if n.startswith("NST_") and n != ENV_PYTHON)})
+    wrapped = ["flatpak-spawn", "--host", "--watch-bus"]
+    if workdir:
+        wrapped.append(f"--directory={workdir}")
+    wrapped += [f"--env={name}={engine_env[name]}" for name in names if name in engine_env]
+    return wrapped + list(argv)
+
+
+def sandbox_tempdir_base(environ: Mapping[str, str] | None = None, info_path: str = FLATPAK_INFO) -> str | None:
+    """Where the private temp folders go: the system temp folder (None), or inside Flatpak the
+    app's cache folder, ``~/.var/app/org.gimp.GIMP/cache``, which the host sees at the same path
+    (the sandbox's /tmp is its own, invisible to the host engine)."""
+    environ = os.environ if environ is None else environ
+    if not in_flatpak(environ, info_path):
+        return None
+    cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".var", "app",
+                                                           environ.get("FLATPAK_ID") or FLATPAK_APP, "cache")
+    base = os.path.join(cache, "nst-gimp")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows: the engine in a Job object that kills it when the plug-in's handle closes
+# ---------------------------------------------------------------------------------------------
+
+CREATE_NO_WINDOW = 0x08000000
+JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x00002000
+JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS = 9
+
+
+def windows_popen_options(platform: str | None = None) -> dict:
+    """Extra ``subprocess.Popen`` arguments on Windows: no console window for the engine."""
+    platform = sys.platform if platform is None else platform
+    return {"creationflags": CREATE_NO_WINDOW} if platform == "win32" else {}
+
+
+def _job_structures():
+    """The ctypes layout of JOBOBJECT_EXTENDED_LIMIT_INFORMATION (winnt.h), built on any OS
+    (DWORD is spelt c_uint32: wintypes.DWORD is c_ulong, 8 bytes outside Windows)."""
+    import ctypes
+
+    dword = ctypes.c_uint32
+
+    class IO_COUNTERS(ctypes.Structure):  # noqa: N801 - the Windows name
+        _fields_ = [(name, ctypes.c_ulonglong) for name in (
+            "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+            "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+    class JOBOBJECT_BASIC_LIMIT_INFORMATION(ctypes.Structure):  # noqa: N801
+        _fields_ = [("PerProcessUserTimeLimit", ctypes.c_longlong), ("PerJobUserTimeLimit", ctypes.c_longlong),
+                    ("LimitFlags", dword), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                    ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", dword),
+                    ("Affinity", ctypes.c_size_t), ("PriorityClass", dword),
+                    ("SchedulingClass", dword)]
+
+    class JOBOBJECT_EXTENDED_LIMIT_INFORMATION(ctypes.Structure):  # noqa: N801
+        _fields_ = [("BasicLimitInformation", JOBOBJECT_BASIC_LIMIT_INFORMATION), ("IoInfo", IO_COUNTERS),
+                    ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
+                    ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+    return JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+
+
+class KillOnCloseJob:
+    """A Windows Job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE: every process assigned to it
+    is killed when the last handle to the job closes, i.e. when the plug-in exits or GIMP's
+    Cancel kills it (Windows has no process groups or parent-death signal for that).
+
+    ``kernel32`` is ``ctypes.WinDLL("kernel32", use_last_error=True)`` on Windows; tests pass a
+    stand-in that records the calls. The handle is deliberately never closed while the plug-in
+    runs: its closing (by the OS, when the plug-in dies) is what kills the engine.
+    """
+
+    def __init__(self, kernel32=None) -> None:
+        import ctypes
+
+        if kernel32 is None:  # pragma: no cover - Windows only
+            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        self.kernel32 = kernel32
+        self.handle = kernel32.CreateJobObjectW(None, None)
+        if not self.handle:
+            raise OSError(f"CreateJobObjectW failed (error {_last_error()})")
+        info = _job_structures()()
+        info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if not kernel32.SetInformationJobObject(self.handle, JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS,
+                                                ctypes.byref(info), ctypes.sizeof(info)):
+            raise OSError(f"SetInformationJobObject failed (error {_last_error()})")
+
+    def assign(self, process_handle: int) -> None:
+        """Put the process (``Popen._handle``) into the job."""
+        if not self.kernel32.AssignProcessToJobObject(self.handle, process_handle):
+            raise OSError(f"AssignProcessToJobObject failed (error {_last_error()})")
+
+
+def _last_error() -> int:
+    import ctypes
+
+    return getattr(ctypes, "get_last_error", lambda: 0)()
+
+
+_JOB: KillOnCloseJob | None = None
+
+
+def engine_job(platform: str | None = None, kernel32=None) -> KillOnCloseJob | None:
+    """The plug-in's one kill-on-close job on Windows (made at first use), None elsewhere or when
+    Windows refuses it (the engine then runs without it: Cancel leaves it running)."""
+    global _JOB
+    platform = sys.platform if platform is None else platform
+    if platform != "win32":
+        return None
+    if _JOB is None:
+        try:
+            _JOB = KillOnCloseJob(kernel32)
+        except OSError:
+            return None
+    return _JOB
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,17 +836,28 @@ def run_engine(argv: Sequence[str], workdir: str, on_progress: Callable[[float, 
     (use :func:`outcome_error` to decide whether it failed).
     """
     stderr_path = os.path.join(workdir, "engine-stderr.txt")
-    popen_kw: dict = {}
+    popen_kw: dict = windows_popen_options()
     if sys.platform.startswith("linux"):
         popen_kw["preexec_fn"] = _child_setup
     state = EngineEvents()
+    job = engine_job()
+    command = sandbox_argv(argv, workdir=workdir, environ=env)
     with open(stderr_path, "wb") as err:
         try:
-            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                    cwd=workdir, env=dict(env) if env is not None else engine_environment(),
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                    cwd=workdir, env=engine_environment(env),
                                     text=True, encoding="utf-8", errors="replace", bufsize=1, **popen_kw)
         except OSError as exc:
+            if command[0] != argv[0]:
+                raise BridgeError(f"Neural style transfer failed: cannot start {command[0]!r} to run the engine "
+                                  f"outside the Flatpak sandbox ({exc.strerror or exc}); run 'nst gimp doctor "
+                                  f"--flatpak' on the host") from None
             raise BridgeError(start_failure_message(exc, engine or EngineLocation(argv[0], "argv"))) from None
+        if job is not None:
+            try:
+                job.assign(int(proc._handle))  # type: ignore[attr-defined]  # Popen's process handle
+            except OSError:
+                pass  # it still runs; only Cancel cannot stop it
         try:
             for line in proc.stdout:
                 event = parse_event(line)
@@ -650,3 +967,60 @@ def layer_name(style_label: str) -> str:
     stem = os.path.splitext(os.path.basename(style_label.rstrip("/\\")))[0] if style_label else ""
     return f"{stem or 'Style'} (style transfer)"
 
+
+
+MASK_MAX_SIDE = 1024
+"""The fade mask is written at most this large; the engine resizes it smoothly to its working sizes."""
+
+
+def fade_weights(length: int, inner_start: int, inner_end: int, samples: int) -> list[float]:
+    """``samples`` weights along one side of the region (``length`` px): 1 over the selection's
+    extent ``[inner_start, inner_end)``, falling linearly to 0 at the region's edge across the
+    margin; a side without margin (the region touches the layer's edge there) stays at 1."""
+    weights = []
+    for i in range(samples):
+        p = (i + 0.5) * length / samples  # the sample's centre, in region pixels
+        left = 1.0 if inner_start <= 0 else min(1.0, p / inner_start)
+        right = 1.0 if inner_end >= length else min(1.0, (length - p) / (length - inner_end))
+        weights.append(max(0.0, min(left, right)))
+    return weights
+
+
+def fade_mask(region: tuple[int, int, int, int], selection: tuple[int, int, int, int],
+              layer_size: tuple[int, int] | None = None,
+              max_side: int = MASK_MAX_SIDE) -> tuple[int, int, bytes] | None:
+    """The engine's ``--mask`` for a selection: ``(width, height, 8-bit grey pixels)``, or None
+    when there is nothing to fade.
+
+    White over the selection's bounding box, fading linearly to black at the region's edge, so
+    the stylised pixels blend into the untouched copy across the margin: however wide the layer
+    mask is painted later, there is no step where the stylised area ends (the engine keeps the
+    content where the mask is black: ``out = content + mask · (stylised − content)``). A side
+    where the region reaches the layer's edge (``layer_size`` ``(w, h)``) does not fade: nothing
+    lies beyond it. Written at most ``max_side`` px, with the region's aspect ratio.
+    """
+    x0, y0, width, height = region
+    sx, sy, sw, sh = selection
+    inner = [sx - x0, sx - x0 + sw, sy - y0, sy - y0 + sh]
+    if layer_size is not None:  # no fade toward the layer's own edges
+        layer_w, layer_h = layer_size
+        if x0 <= 0:
+            inner[0] = 0
+        if x0 + width >= layer_w:
+            inner[1] = width
+        if y0 <= 0:
+            inner[2] = 0
+        if y0 + height >= layer_h:
+            inner[3] = height
+    if inner[0] <= 0 and inner[1] >= width and inner[2] <= 0 and inner[3] >= height:
+        return None
+    scale = min(1.0, max_side / max(width, height))
+    mw, mh = max(1, round(width * scale)), max(1, round(height * scale))
+    wx = bytes(round(255 * w) for w in fade_weights(width, inner[0], inner[1], mw))
+    wy = fade_weights(height, inner[2], inner[3], mh)
+    rows = bytearray()
+    full = wx
+    for w in wy:
+        level = round(255 * w)
+        rows += full if level == 255 else bytes(map(min, full, [level] * mw))
+    return mw, mh, bytes(rows)

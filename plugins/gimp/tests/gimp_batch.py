@@ -22,10 +22,11 @@ OUT = os.environ["NST_E2E_OUT"]
 PROC_NAME = "python-fu-nst-style-transfer"
 ENGINE_CONFIG = os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", "nst-style-transfer", "nst-engine.json")
 results = {"cases": {}, "gimp_version": Gimp.version()}
+RESULTS = "results-flatpak.json" if os.environ.get("NST_E2E_MODE") == "flatpak" else "results.json"
 
 
 def save_results():
-    with open(os.path.join(OUT, "results.json"), "w") as f:
+    with open(os.path.join(OUT, RESULTS), "w") as f:
         json.dump(results, f, indent=1)
 
 
@@ -85,6 +86,38 @@ def load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
 
+def flatpak_case():
+    """NST_E2E_MODE=flatpak (a second GIMP run with FLATPAK_ID set and a stand-in flatpak-spawn on
+    PATH): one small run, which must reach the engine through flatpak-spawn --host."""
+    image = load(out("content.png"))
+    record = call(image, image.get_layers()[0], style_file=STYLE, size=64, steps=2, seed=4)
+    record["layers"] = [describe(layer) for layer in image.get_layers()]
+    results["cases"]["flatpak"] = record
+    image.delete()
+
+
+def estimate_case(image, layer):
+    """What the dialog shows, asked the way the dialog asks (the bridge from the installed plug-in,
+    in GIMP's own Python, calling the engine)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", os.path.join(os.path.dirname(ENGINE_CONFIG),
+                                                                                  "nst_gimp_bridge.py"))
+    bridge = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bridge
+    spec.loader.exec_module(bridge)
+    engine = bridge.find_engine(os.path.dirname(ENGINE_CONFIG))
+    record = {}
+    for quality in ("preview", "full"):
+        request = bridge.EngineRequest(content="", style="", output="", quality=quality, device="cpu",
+                                       region_size=(layer.get_width(), layer.get_height()))
+        found = bridge.estimate_run(engine, request)
+        record[quality] = {"sizes": found.sizes, "steps": found.steps, "output": found.output,
+                           "upscale": found.upscale, "seconds": found.seconds,
+                           "text": bridge.describe_estimate(found)}
+    return record
+
+
 procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
 results["registered"] = procedure is not None
 if procedure is not None:
@@ -97,85 +130,109 @@ if procedure is None:
 STYLE = Gio.File.new_for_path(out("style.png"))
 TIMES = {}
 
-# cancel: the host's watcher (run_gimp_e2e.sh) SIGKILLs the plug-in once its engine runs.
-image = load(out("content.png"))
-record = call(image, image.get_layers()[0], style_file=Gio.File.new_for_path(out("cancel-style.png")),
-              size=96, steps=500, seed=3)
-record["layers_after"] = len(image.get_layers())
-record["tempdirs_after"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
-results["cases"]["cancel"] = record
-image.delete()
-save_results()
-
-# rgba: an 8-bit RGBA photo with graded and fully transparent alpha, style from a file.
-image = load(out("content.png"))
-source = image.get_layers()[0]
-before = dump(source, "rgba-source-before", "R'G'B'A u8")
-record = call(image, source, style_file=STYLE, preset="fast", strength=50.0, size=96, steps=10, seed=1)
-record["layers"] = [describe(layer) for layer in image.get_layers()]
-record["source_before"] = before
-record["source_after"] = dump(source, "rgba-source-after", "R'G'B'A u8")
-record["source_id"] = source.get_id()
-if len(image.get_layers()) > 1:
-    record["result"] = dump(image.get_layers()[0], "rgba-result", "R'G'B'A u8")
-results["cases"]["rgba"] = record
-image.delete()
-save_results()
-
-# gray16: 16-bit grayscale, a layer offset on a bigger canvas, feathered elliptical selection,
-# style from a layer of another open image.
-image = load(out("content.png"))
-image.convert_grayscale()
-image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
-image.resize(120, 90, 10, 6)  # a bigger canvas: the layer now sits at offset (10, 6)
-source = image.get_layers()[0]
-image.select_ellipse(Gimp.ChannelOps.REPLACE, 34, 20, 48, 40)  # image coordinates
-Gimp.Selection.feather(image, 12.0)
-style_image = load(out("style.png"))
-style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
-before = dump(source, "gray16-source-before", "Y'A u16")
-record = call(image, source, style_layer=style_image.get_layers()[0], size=64, steps=4, seed=2,
-              style_scale=2.0)
-record["precision"] = image.get_precision().value_nick
-record["layers"] = [describe(layer) for layer in image.get_layers()]
-record["source_before"] = before
-record["source_after"] = dump(source, "gray16-source-after", "Y'A u16")
-record["source_id"] = source.get_id()
-record["selection"] = dump(image.get_selection(), "gray16-selection", "Y u8")
-if len(image.get_layers()) > 1:
-    top = image.get_layers()[0]
-    record["result"] = dump(top, "gray16-result", "Y'A u16")
-    if top.get_mask() is not None:
-        record["mask"] = dump(top.get_mask(), "gray16-mask", "Y u8")
-results["cases"]["gray16"] = record
-style_image.delete()
-image.delete()
-save_results()
-
-# error paths: each must be EXECUTION_ERROR with a readable message, and add no layer.
-image = load(out("content.png"))
-source = image.get_layers()[0]
-
-
-def error_case(name, **props):
-    record = call(image, source, **props)
+def main_cases():
+    """The cases of the ordinary (not sandboxed) GIMP run."""
+    # cancel: the host's watcher (run_gimp_e2e.sh) SIGKILLs the plug-in once its engine runs.
+    image = load(out("content.png"))
+    record = call(image, image.get_layers()[0], style_file=Gio.File.new_for_path(out("cancel-style.png")),
+                  size=96, steps=500, seed=3)
     record["layers_after"] = len(image.get_layers())
-    results["cases"][name] = record
+    record["tempdirs_after"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
+    results["cases"]["cancel"] = record
+    image.delete()
     save_results()
 
+    # rgba: an 8-bit RGBA photo with graded and fully transparent alpha, style from a file.
+    image = load(out("content.png"))
+    source = image.get_layers()[0]
+    before = dump(source, "rgba-source-before", "R'G'B'A u8")
+    record = call(image, source, style_file=STYLE, strength=50.0, steps=10, seed=1)  # default quality: full size
+    record["layers"] = [describe(layer) for layer in image.get_layers()]
+    record["source_before"] = before
+    record["source_after"] = dump(source, "rgba-source-after", "R'G'B'A u8")
+    record["source_id"] = source.get_id()
+    if len(image.get_layers()) > 1:
+        record["result"] = dump(image.get_layers()[0], "rgba-result", "R'G'B'A u8")
+    results["cases"]["rgba"] = record
+    image.delete()
+    save_results()
 
-error_case("missing-style", style_file=Gio.File.new_for_path(out("does-not-exist.png")), size=64, steps=2)
-error_case("not-an-image", style_file=Gio.File.new_for_path(out("not-an-image.jpg")), size=64, steps=2)
-error_case("no-style", size=64, steps=2)
-original = set_engine_python("/usr/bin/python3")  # GIMP's own Python: no nst-core
-try:
-    error_case("engine-without-nst", style_file=STYLE, size=64, steps=2)
-    set_engine_python("/nonexistent/bin/python3")
-    error_case("engine-missing", style_file=STYLE, size=64, steps=2)
-finally:
-    set_engine_python(original)
-image.delete()
+    # the dialog's estimate for an 800x600 layer
+    image = load(out("content.png"))
+    image.scale(800, 600)
+    results["cases"]["estimate"] = estimate_case(image, image.get_layers()[0])
+    image.delete()
+    save_results()
 
-results["tempdirs_at_end"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
+    # gray16: 16-bit grayscale, a layer offset on a bigger canvas, feathered elliptical selection,
+    # style from a layer of another open image.
+    image = load(out("content.png"))
+    image.convert_grayscale()
+    image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    image.resize(120, 90, 10, 6)  # a bigger canvas: the layer now sits at offset (10, 6)
+    source = image.get_layers()[0]
+    # image coordinates; small enough that the region (box + margin) ends inside the layer, so the
+    # style must fade out toward the copy (checked with the mask painted wider)
+    image.select_ellipse(Gimp.ChannelOps.REPLACE, 44, 28, 30, 26)
+    Gimp.Selection.feather(image, 8.0)
+    style_image = load(out("style.png"))
+    style_image.get_layers()[0].set_name("Starry Night")  # a file loaded by a script has no file name
+    before = dump(source, "gray16-source-before", "Y'A u16")
+    _, *box = source.mask_intersect()  # the selection's bounding box, layer coordinates
+    record = call(image, source, style_layer=style_image.get_layers()[0], steps=30, seed=2,
+                  style_scale=2.0, strength=75.0)
+    record["selection_box"] = box
+    record["precision"] = image.get_precision().value_nick
+    record["layers"] = [describe(layer) for layer in image.get_layers()]
+    record["source_before"] = before
+    record["source_after"] = dump(source, "gray16-source-after", "Y'A u16")
+    record["source_id"] = source.get_id()
+    record["selection"] = dump(image.get_selection(), "gray16-selection", "Y u8")
+    if len(image.get_layers()) > 1:
+        top = image.get_layers()[0]
+        record["result"] = dump(top, "gray16-result", "Y'A u16")
+        if top.get_mask() is not None:
+            record["mask"] = dump(top.get_mask(), "gray16-mask", "Y u8")
+            # "paint the mask wider": reveal the whole new layer, as an artist would with a white brush
+            top.get_mask().fill(Gimp.FillType.WHITE)
+            top.remove_mask(Gimp.MaskApplyMode.APPLY)
+            record["widened"] = dump(top, "gray16-widened", "Y'A u16")
+    results["cases"]["gray16"] = record
+    style_image.delete()
+    image.delete()
+    save_results()
+
+    # error paths: each must be EXECUTION_ERROR with a readable message, and add no layer.
+    image = load(out("content.png"))
+    source = image.get_layers()[0]
+
+
+    def error_case(name, **props):
+        record = call(image, source, **props)
+        record["layers_after"] = len(image.get_layers())
+        results["cases"][name] = record
+        save_results()
+
+
+    error_case("missing-style", style_file=Gio.File.new_for_path(out("does-not-exist.png")), size=64, steps=2)
+    error_case("not-an-image", style_file=Gio.File.new_for_path(out("not-an-image.jpg")), size=64, steps=2)
+    error_case("no-style", size=64, steps=2)
+    original = set_engine_python("/usr/bin/python3")  # GIMP's own Python: no nst-core
+    try:
+        error_case("engine-without-nst", style_file=STYLE, size=64, steps=2)
+        set_engine_python("/nonexistent/bin/python3")
+        error_case("engine-missing", style_file=STYLE, size=64, steps=2)
+    finally:
+        set_engine_python(original)
+    image.delete()
+
+    results["tempdirs_at_end"] = sorted(n for n in os.listdir(os.environ["TMPDIR"]) if n.startswith("gimp-nst-"))
+
+
+# sys.exit() in a batch command makes GIMP exit 64: choose the cases instead
+if os.environ.get("NST_E2E_MODE") == "flatpak":
+    flatpak_case()
+else:
+    main_cases()
 results["done"] = True
 save_results()

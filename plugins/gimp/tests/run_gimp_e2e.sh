@@ -54,7 +54,8 @@ style.save(out / "cancel-style.png")
 EOF
 
 # The GIMP config folder: a copy of the template warmed when the chroot was built.
-rm -rf "$OUT/gimp-config" "$OUT/tmp" "$OUT/results.json" "$OUT/cancel.json"
+rm -rf "$OUT/gimp-config" "$OUT/tmp" "$OUT/results.json" "$OUT/cancel.json" "$OUT/results-flatpak.json" \
+    "$OUT/engine-argv.log" "$OUT/flatpak-spawn.log" "$OUT/flatpak-bin" "$OUT/flatpak-cache"
 cp -a "$ROOT/opt/gimp-config-template" "$OUT/gimp-config"
 mkdir -p "$OUT/tmp"
 cp "$HERE/gimp_batch.py" "$OUT/gimp_batch.py"
@@ -63,9 +64,45 @@ cp "$HERE/gimp_batch.py" "$OUT/gimp_batch.py"
 cat >"$OUT/engine-python" <<EOF
 #!/bin/sh
 # Written by run_gimp_e2e.sh: leave the GIMP chroot through the test runner's root, run the venv.
+# Each command line is logged (one argument per line, then a blank line) for the checks.
+printf '%s\n' "\$@" "" >>"$OUT/engine-argv.log"
 exec /usr/sbin/chroot /proc/$$/root $PY "\$@"
 EOF
 chmod 755 "$OUT/engine-python"
+
+# A stand-in for flatpak-spawn (the Flatpak case: GIMP runs with FLATPAK_ID set and this first on
+# PATH). Like the real one it wants --host and honours --watch-bus, --directory= and --env=; it
+# logs its arguments and runs the command, which here is the engine wrapper above.
+mkdir -p "$OUT/flatpak-bin" "$OUT/flatpak-cache"
+cat >"$OUT/flatpak-bin/flatpak-spawn" <<EOF
+#!/bin/sh
+printf '%s\n' "\$@" "" >>"$OUT/flatpak-spawn.log"
+[ "\$1" = --host ] || { echo "flatpak-spawn stand-in: only --host is supported" >&2; exit 97; }
+shift
+while [ \$# -gt 0 ]; do
+    case "\$1" in
+        --watch-bus) shift ;;
+        --directory=*) cd "\${1#--directory=}" || exit 96; shift ;;
+        --env=*) export "\${1#--env=}"; shift ;;
+        --*) echo "flatpak-spawn stand-in: unknown option \$1" >&2; exit 98 ;;
+        *) break ;;
+    esac
+done
+exec "\$@"
+EOF
+chmod 755 "$OUT/flatpak-bin/flatpak-spawn"
+
+# The dialog's time estimate needs a calibration of the device; the measured one is unit-tested
+# (tests/test_gimp_fullsize.py), here a fixed one keeps the run short.
+"$PY" - "$OUT/calibration.json" <<'PYEOF'
+import json, sys, torch
+from nst_cli import estimate
+from nst_core.precision import resolve_precision
+precision = resolve_precision("auto", torch.device("cpu"))
+fixed = {"device": "cpu", "precision": precision, "a": 0.05, "b": 2e-6, "start": 3.0, "sizes": [256, 512],
+         "measured": [0.18, 0.57]}
+json.dump({estimate.cache_key(torch.device("cpu"), precision): fixed}, open(sys.argv[1], "w"))
+PYEOF
 
 # Install exactly as a user would (the recorded interpreter is the wrapper above).
 "$PY" -m nst_cli gimp install --dir "$OUT/gimp-config/plug-ins" --python "$OUT/engine-python"
@@ -77,9 +114,19 @@ t1=$SECONDS
 set +e
 bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
     GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
+    NST_CALIBRATION_FILE="$OUT/calibration.json" \
     timeout 400 gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
     -b "exec(open('$OUT/gimp_batch.py').read())" --quit >"$OUT/gimp.log" 2>&1
 rc=$?
+if [ $rc -eq 0 ]; then  # the Flatpak case: a second GIMP that believes it is sandboxed
+    bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root PATH="$OUT/flatpak-bin:/usr/bin:/bin" \
+        LANG=C.UTF-8 GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
+        NST_E2E_MODE=flatpak FLATPAK_ID=org.gimp.GIMP XDG_CACHE_HOME="$OUT/flatpak-cache" \
+        timeout 300 gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
+        -b "exec(open('$OUT/gimp_batch.py').read())" --quit >"$OUT/gimp-flatpak.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] || { echo "the Flatpak GIMP run failed:"; tail -n 40 "$OUT/gimp-flatpak.log"; }
+fi
 set -e
 t_gimp=$((SECONDS - t1))
 if kill -0 "$watcher" 2>/dev/null; then kill "$watcher" 2>/dev/null || true; fi

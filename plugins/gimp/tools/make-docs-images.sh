@@ -9,7 +9,8 @@
 # xwd, netpbm and a font (installed from the Debian mirror once, into
 # /var/tmp/nst-gimp3-docs-overlay), so the cached chroot itself is not changed. Needs root.
 # NST_DOCS_SIZE / NST_DOCS_STEPS set the stylisation (default 256 px, 100 steps: the fast preset;
-# the README's image used 320 px, 120 steps); NST_DOCS_DIALOG_ONLY=1 remakes only the screenshot.
+# the README's image used 320 px, 120 steps); NST_DOCS_DIALOG_ONLY=1 remakes only the screenshot;
+# NST_DOCS_DIALOG_WAIT (default 30 s) is how long the dialog stays up before it, for its estimate.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -66,7 +67,7 @@ for _ in $(seq 1 240); do
     sleep 0.5
 done
 if [ -n "$win" ]; then
-    sleep 3
+    sleep "${NST_DOCS_DIALOG_WAIT:-30}"  # the dialog's estimate starts the engine in the background
     xdotool getwindowgeometry --shell "$win" >"$NST_E2E_OUT/dialog-geometry.txt"
     xwd -root -silent | xwdtopnm 2>/dev/null | pnmtopng >"$NST_E2E_OUT/screen.png"
     xdotool key --window "$win" Escape
