@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 from pathlib import Path
 import platform
 import statistics

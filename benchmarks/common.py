@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` as well as `python -m 
 from nst_core.planning import working_shape  # noqa: E402
 from nst_core.image import read_image, resize, save_image  # noqa: E402
 
-from benchmarks.evaluator import LAYERS, STYLE_LAYERS, Evaluator, PlainVGG19, layer_weights  # noqa: E402
+from benchmarks.evaluator import LAYERS, STYLE_LAYERS, PlainVGG19, layer_weights  # noqa: E402
 
 CONTENT = ROOT / "examples" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "starry_night.jpg"
@@ -409,7 +409,7 @@ def interleaved(contestants: list[tuple[str, str, dict[str, Any]]], pair: Pair, 
                 payload.name = label
                 results[label] = payload
     finally:
-        for label, proc in procs.items():
+        for proc in procs.values():
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()

@@ -186,7 +186,7 @@ class StyleConfig:
     checkpoint: bool | None = None
     on_oom: OnOOM = "fail"
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: C901 - one flat check per field, in field order
         own = "StyleConfig"
         _check_name(own, "backbone", self.backbone)
         if self.pooling not in ("max", "avg"):

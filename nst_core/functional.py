@@ -7,6 +7,8 @@ over the batch dimension N. Deviations from the seed are named where they occur.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -215,3 +217,13 @@ def mrf_loss(features: Tensor, style_patches: Tensor, size: int = 3) -> Tensor:
         nearest = scores.argmax(dim=1).flatten()  # (h' w',)
     own = extract_patches(features, size, 1)
     return (own - style_patches[nearest]).pow(2).sum() / own.shape[0]
+
+
+def sum_terms(parts: Iterable[Tensor]) -> Tensor:
+    """Σ parts, left to right (the value ``sum(parts)`` gives), typed as a Tensor: at least one part."""
+    total: Tensor | None = None
+    for part in parts:
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("sum_terms needs at least one part")
+    return total

@@ -36,7 +36,7 @@ import secrets
 import stat
 import sys
 import threading
-from typing import BinaryIO, Union
+from typing import BinaryIO
 import warnings
 
 import numpy as np
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from nst_core import memory
 from nst_core.errors import ConfigError, ImageError, NSTError
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image, Tensor, np.ndarray]
+ImageSource = str | os.PathLike | bytes | Image.Image | Tensor | np.ndarray
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output formats by file extension."""
@@ -354,8 +354,9 @@ def _gray_scale(im: Image.Image, rawmodes: list[str], values: np.ndarray) -> flo
     return 255.0 if top <= 255 else 65535.0 if top <= 65535 else 4294967295.0
 
 
-def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tuple[np.ndarray, np.ndarray | None,
-                                                                                    bytes | None, list[str]]:
+def _decode(  # noqa: C901 - one branch per Pillow mode family, kept side by side
+        im: Image.Image, label: str, limit: int | None,
+        reopen=None) -> tuple[np.ndarray, np.ndarray | None, bytes | None, list[str]]:
     """Pixels of ``im`` as ``(H, W, 3)`` float32 sRGB and ``(H, W)`` alpha (or ``None``), both in
     [0, 1] and oriented as displayed, plus the profile converted from and notes. ``reopen`` (files
     only) opens the file again: then frame 0 is used, and 16-bit RGB keeps its low bytes.
@@ -429,16 +430,16 @@ def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tupl
         im = im.convert("RGB" if im.mode == "RGBA" else "L")
     if profile is not None:
         try:
-            im = ImageCms.profileToProfile(im, profile, _srgb(), outputMode="RGB")
+            im = ImageCms.profileToProfile(im, profile, _srgb(), outputMode="RGB") or im  # None: only inPlace
             notes.append(f"{label}: converted from its colour profile '{description}' to sRGB")
             if profile.profile.xcolor_space.strip() == "RGB":
-                kept_profile = bytes(icc_bytes)
+                kept_profile = bytes(icc_bytes or b"")
         except (ImageCms.PyCMSError, ValueError, OSError) as exc:
             notes.append(f"{label}: ignored its colour profile '{description}', which does not fit a "
                          f"{im.mode} image ({_one_line(exc)}); colours used as sRGB")
     if im.mode == "LAB":
         im = ImageCms.applyTransform(im, ImageCms.buildTransform(
-            ImageCms.createProfile("LAB"), _srgb(), "LAB", "RGB"))
+            ImageCms.createProfile("LAB"), _srgb(), "LAB", "RGB")) or im
     if im.mode != "RGB":
         im = im.convert("RGB")
     rgb = np.asarray(im, dtype=np.float32) / 255.0
@@ -687,6 +688,8 @@ def _retarget(im: Image.Image, icc_profile: bytes, path: Path) -> Image.Image:
     except ImageCms.PyCMSError as exc:
         raise ImageError(f"{path}: cannot convert to the ICC profile ({_one_line(exc)}); "
                          f"leave it out to write sRGB") from None
+    if out is None:
+        raise ImageError(f"{path}: cannot convert to the ICC profile; leave it out to write sRGB")
     if alpha is not None:
         out.putalpha(alpha)
     return out
@@ -696,7 +699,8 @@ FileData = bytes | Callable[[BinaryIO], None]
 """What :func:`save_together` writes to one path: the bytes, or a function writing them to a handle."""
 
 
-def image_encoder(image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
+def image_encoder(  # noqa: C901 - each format's options and refusals in one place
+        image: Tensor | Image.Image, path: str | os.PathLike, *, alpha: Tensor | None = None,
                   quality: int = 95, icc_profile: bytes | None = None,
                   text: Mapping[str, str] | None = None) -> Callable[[BinaryIO], None]:
     """Check that ``image`` can be written to ``path`` (see :func:`save_image` for the arguments)

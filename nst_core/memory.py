@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -179,14 +180,14 @@ def available_bytes(device: torch.device | str) -> int | None:
     """
     device = torch.device(device)
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        device_free, _ = torch.cuda.mem_get_info(device)
+        return int(device_free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     if device.type == "mps":
         try:
             return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
         except (AttributeError, RuntimeError):
             return None
-    free = None
+    free: int | None = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -269,8 +270,9 @@ def plan_memory(shapes: list[tuple[int, int]], *, precision: str, device: torch.
     """
     device = torch.device(device)
     h, w = max(shapes, key=lambda s: s[0] * s[1])
-    options = dict(precision=precision, device=device, steps=steps, optimizer=optimizer, scale=scale,
-                   style_ratios=style_ratios((h, w), style_sizes, style_scale), masks=masks)
+    options: dict[str, Any] = dict(precision=precision, device=device, steps=steps, optimizer=optimizer,
+                                   scale=scale, style_ratios=style_ratios((h, w), style_sizes, style_scale),
+                                   masks=masks)
     free = available if available is not None else available_bytes(device)
     plain = estimate(h, w, checkpoint=False, **options)
     light = estimate(h, w, checkpoint=True, **options) if supports_checkpoint else plain

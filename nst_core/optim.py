@@ -74,10 +74,9 @@ class PixelLBFGS:
         self._count = 0  # pairs stored, <= history
         self._next = 0  # the slot the next pair goes to
         m = self.history
-        small = dict(dtype=torch.float64, device=x.device)
-        self._sy = torch.zeros(m, m, **small)  # sy[i, j] = s_iᵀ y_j (column j filled when pair j arrives)
-        self._yy = torch.zeros(m, m, **small)  # y_iᵀ y_j
-        self._ok = torch.zeros(m, **small)  # 1 where the pair passed the curvature test, 0 where masked
+        self._sy = torch.zeros(m, m, dtype=torch.float64, device=x.device)  # s_iᵀ y_j (column j: pair j)
+        self._yy = torch.zeros(m, m, dtype=torch.float64, device=x.device)  # y_iᵀ y_j
+        self._ok = torch.zeros(m, dtype=torch.float64, device=x.device)  # 1: passed the curvature test
         self._last_grad: Tensor | None = None
         self._last_step: Tensor | None = None
         self._gamma = torch.zeros((), dtype=x.dtype, device=x.device)  # 0: no pair accepted yet
@@ -90,7 +89,7 @@ class PixelLBFGS:
         """``(s, g)``: the last step taken and the gradient it was computed from (flat, like ``x``),
         or None before the first step. Enough for a fresh optimiser to go on without the slow first
         step: see :meth:`continue_from`."""
-        if self._last_step is None:
+        if self._last_step is None or self._last_grad is None:
             return None
         return self._last_step, self._last_grad
 

@@ -10,7 +10,8 @@ what differs.
 Of L-BFGS's curvature history only the last move is kept (its last step and the gradient it
 came from, :meth:`~nst_core.optim.PixelLBFGS.last_move`): the resumed optimiser's first step is
 then a quasi-Newton step scaled by that pair instead of a small gradient step; the older pairs
-are rebuilt as it goes, which costs a little progress, not correctness. The settings in :data:`UNCOMPARED` may change between the two parts: they decide
+are rebuilt as it goes, which costs a little progress, not correctness. The settings in
+:data:`UNCOMPARED` may change between the two parts: they decide
 where the run executes and how much memory it takes, not the objective.
 
 Files (the engine never touches them; front-ends decide when to write): :func:`save_state`
@@ -126,7 +127,7 @@ def _image_hash(image: LoadedImage) -> str:
             continue
         array = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
         digest.update(f"{tuple(array.shape)};".encode())
-        digest.update(array)
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -285,7 +286,7 @@ def _check_values(data: dict[str, Any], refuse: str) -> None:
         raise ResumeError(f"{refuse}: its input fingerprints are not image names with hex digests")
 
 
-def load_state(path: str | os.PathLike) -> RunState:
+def load_state(path: str | os.PathLike) -> RunState:  # noqa: C901 - one guard per way a file can lie
     """Read a state written by :func:`save_state`, with ``torch.load(weights_only=True)`` only.
 
     :raises ResumeError: the file is missing, unreadable, damaged, holds anything but tensors,

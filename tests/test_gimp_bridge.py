@@ -9,7 +9,6 @@ apart unnoticed. The GIMP side is tested in a real GIMP by test_gimp_e2e.py.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 import py_compile

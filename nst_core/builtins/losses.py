@@ -29,8 +29,8 @@ class ContentLoss(LossTerm):
         normalize = self.normalize
 
         def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
-            return sum(layer_weights[layer] * Fn.content_loss(features[layer], target, normalize=normalize)
-                       for layer, target in content.items())
+            return Fn.sum_terms(layer_weights[layer] * Fn.content_loss(features[layer], target, normalize=normalize)
+                                for layer, target in content.items())
 
         return loss
 
@@ -55,16 +55,16 @@ class GramStyleLoss(LossTerm):
             return self._bind_regions(targets)
         blended = {}
         for layer in targets.layers:
-            blended[layer] = sum(w * Fn.gram_matrix(style[layer], normalize=True)
-                                 for w, style in zip(targets.style_weights, targets.styles))
+            blended[layer] = Fn.sum_terms(w * Fn.gram_matrix(style[layer], normalize=True)
+                                          for w, style in zip(targets.style_weights, targets.styles))
 
         def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
-            total = 0.0
+            parts = []
             for layer, target in blended.items():
                 f = features[layer]
                 gram = Fn.gram_matrix(f, normalize=True)
-                total = total + layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1])
-            return total
+                parts.append(layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1]))
+            return Fn.sum_terms(parts)
 
         return loss
 
@@ -79,7 +79,7 @@ class GramStyleLoss(LossTerm):
             regions.append((weight, grams, layer_masks))
 
         def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
-            total = 0.0
+            parts = []
             for weight, grams, layer_masks in regions:
                 for layer, target in grams.items():
                     f, m = features[layer], layer_masks[layer]
@@ -87,8 +87,8 @@ class GramStyleLoss(LossTerm):
                         gram = Fn.gram_matrix(f, normalize=True)
                     else:
                         gram = Fn.gram_matrix(f * m.sqrt(), normalize=False) / m.sum().clamp_min(1e-6)
-                    total = total + weight * layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1])
-            return total
+                    parts.append(weight * layer_weights[layer] * Fn.gram_style_loss(gram, target, 1, 1, f.shape[1]))
+            return Fn.sum_terms(parts)
 
         return loss
 

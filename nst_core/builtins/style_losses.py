@@ -37,8 +37,8 @@ class LayerwiseStyleLoss(LossTerm):
         scale = self.scale
 
         def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
-            return sum(layer_weights[layer] * scale * self.compare(features[layer], target)
-                       for layer, target in per_layer.items())
+            return Fn.sum_terms(layer_weights[layer] * scale * self.compare(features[layer], target)
+                                for layer, target in per_layer.items())
 
         return loss
 
@@ -129,7 +129,9 @@ class MRFLoss(LayerwiseStyleLoss):
 
 @hookimpl
 def nst_register_loss_terms(register):
-    register("mean-std", MeanStdLoss, description="match channel means and deviations (AdaIN statistics, Huang & Belongie 2017)")
-    register("wasserstein", WassersteinLoss, description="2-Wasserstein distance of feature Gaussians (Kolkin et al. 2019; crowsonkb)")
+    register("mean-std", MeanStdLoss,
+             description="match channel means and deviations (AdaIN statistics, Huang & Belongie 2017)")
+    register("wasserstein", WassersteinLoss,
+             description="2-Wasserstein distance of feature Gaussians (Kolkin et al. 2019; crowsonkb)")
     register("histogram", HistogramLoss, description="match channel histograms (Risser et al. 2017)")
     register("mrf", MRFLoss, description="nearest style patches in feature space (Li & Wand 2016)")

@@ -62,6 +62,9 @@ class VGGFeatures(Backbone):
     default_style_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     memory_profile = MemoryProfile(VGG19_SAVED_BYTES_PER_PIXEL)  # VGG16 keeps less: an upper bound
     supports_checkpoint = True
+    shift: Tensor
+    scale: Tensor
+    """Buffers: the input normalization, ``image * scale - shift`` (BGR first for Caffe weights)."""
 
     def __init__(self, blocks: tuple[tuple[int, ...], ...], convs: list[tuple[Tensor, Tensor]], *,
                  pooling: str = "max", normalization: str = "caffe", channels_last: bool | None = None) -> None:
@@ -141,6 +144,7 @@ class VGGFeatures(Backbone):
         kernels; measured 0.94× vs 1.06× the floor at 256 px with contiguous weights)."""
         if fmt != getattr(self, "_weight_format", torch.contiguous_format):
             for conv in self.convs:
+                assert isinstance(conv, nn.Conv2d)
                 conv.weight.data = conv.weight.data.contiguous(memory_format=fmt)
             self._weight_format = fmt
 
@@ -208,7 +212,8 @@ def _load_tensors(path: Path, name: str, remedy: str) -> dict[str, Tensor]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         kind = "holds more than tensors (damaged or tampered with)" if isinstance(exc, pickle.UnpicklingError) \
             else f"cannot be read ({' '.join(str(exc).split())[:200]})"
-        raise BackboneUnavailableError(f"the {name} weights file {path} {kind}; refusing to load it: {remedy}") from None
+        raise BackboneUnavailableError(f"the {name} weights file {path} {kind}; refusing to load it: "
+                                       f"{remedy}") from None
 
 
 @lru_cache(maxsize=1)
