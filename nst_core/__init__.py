@@ -27,7 +27,7 @@ from nst_core.progress import Progress
 from nst_core.registry import Registries, collect_registries
 from nst_core.result import StyleResult
 from nst_core.resume import RunState
-from nst_core.types import Backbone, LayerSchedule, LossTerm, Targets
+from nst_core.types import Backbone, LayerSchedule, LossTerm, MemoryProfile, Targets
 
 try:
     from importlib.metadata import version as _version
@@ -37,7 +37,8 @@ except Exception:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
-    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "Model", "NSTError", "Progress", "Registries", "RunPlan",
+    "Backbone", "LayerSchedule", "LossSpec", "LossTerm", "MemoryProfile", "Model", "NSTError", "Progress",
+    "Registries", "RunPlan",
     "RunState", "StyleConfig", "StyleResult", "Targets", "collect_registries", "get_plugin_manager", "hookimpl",
     "load_image", "load_model", "plan", "read_image", "resolve_device", "run", "save_image", "stylize",
     "__version__",

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "nst_register_backbones", "nst_register_loss_terms", "nst_register_layer_schedules", "nst_register_presets",
+    "nst_register_flow_estimators",
 ]
 
-HOOK_API_VERSION = (1, 0)
+HOOK_API_VERSION = (1, 1)
 """The version of the plug-in contract: these hooks, ``register``'s signature and the types of
 :mod:`nst_core.types` (what the engine calls and checks). ``(major, minor)``: a minor release
 only adds (a hook, an optional field with a default); a major one may change or remove, and is
@@ -78,4 +79,18 @@ def nst_register_presets(register: Register) -> None:
     with the preset starts from these and the user's own options override them.
 
     :param register: adds one preset; raises on a name that is already registered.
+    """
+
+
+@hookspec
+def nst_register_flow_estimators(register: Register) -> None:
+    """Register optical-flow estimators for video stylization (RAFT, PWC-Net, ...).
+
+    Call ``register(name, factory, description="...")``. ``factory()`` returns a callable
+    ``estimate(frame_a, frame_b) -> flow`` where the frames are ``(1, 3, H, W)`` float RGB in
+    [0, 1] on the CPU and ``flow`` is ``(H, W, 2)`` float32 (dx, dy) in pixels such that
+    ``frame_a[y, x]`` shows what ``frame_b`` shows at ``(x + dx, y + dy)``. The factory is called
+    only when a video run uses the estimator, so it may load weights there.
+
+    :param register: adds one estimator; raises on a name that is already registered.
     """

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 import torch.nn.functional as F
 
+from nst_core import memory
 from nst_core.errors import ConfigError, ImageError, NSTError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, Tensor, np.ndarray]
@@ -367,6 +368,7 @@ def _decode(im: Image.Image, label: str, limit: int | None, reopen=None) -> tupl
         raise ImageError(f"{label}: declares an empty size ({width} x {height}); the file is damaged")
     if limit is not None and width * height > limit:
         raise _bomb_error(label, (width, height), limit)
+    memory.check_decode(label, width, height)  # the declared size, before a pixel is decoded
     if im.format in REFUSED_FORMATS:
         raise ImageError(f"{label}: {REFUSED_FORMATS[im.format]}")
     if reopen is not None:  # a file: its first frame (a PIL image from a caller: the frame it is at)
@@ -460,7 +462,7 @@ def _load(label: str, limit: int | None, get_image, head: bytes = b"", reopen=No
                 rgb, alpha, icc, notes = _decode(im, label, limit, reopen)
             finally:
                 pending = list(caught)
-    except ImageError:
+    except NSTError:  # ours: refusals (ImageError), not enough memory to decode (ResourceError)
         raise
     except Image.DecompressionBombError as exc:
         raise _bomb_error(label, None, limit, str(exc)) from None
@@ -805,24 +807,7 @@ def save_together(files: Sequence[tuple[str | os.PathLike, FileData]]) -> list[P
     temporaries: list[Path] = []
     try:
         for path, (_, data) in zip(paths, files):
-            try:
-                existing_mode = stat.S_IMODE(os.stat(path).st_mode)
-            except OSError:
-                existing_mode = None
-            try:
-                fd, temporary = _open_temporary(path.parent, path.name)
-                temporaries.append(temporary)
-                with os.fdopen(fd, "wb") as handle:
-                    if callable(data):
-                        data(handle)
-                    else:
-                        handle.write(data)
-                    handle.flush()
-                    _fsync(handle.fileno())
-                if existing_mode is not None:
-                    os.chmod(temporary, existing_mode)
-            except OSError as exc:
-                raise _write_error(path, path.parent, exc) from None
+            _write_temporary(path, data, temporaries)
         done: list[Path] = []
         for path, temporary in zip(paths, list(temporaries)):
             try:
@@ -845,6 +830,29 @@ def save_together(files: Sequence[tuple[str | os.PathLike, FileData]]) -> list[P
     for directory in dict.fromkeys(path.parent for path in paths):
         _sync_directory(directory)
     return paths
+
+
+def _write_temporary(path: Path, data: FileData, temporaries: list[Path]) -> None:
+    """Write ``data`` to a new temporary next to ``path`` (appended to ``temporaries`` as soon as it
+    exists), flushed to the disk, with the permission bits of an existing ``path``."""
+    try:
+        existing_mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        existing_mode = None
+    try:
+        fd, temporary = _open_temporary(path.parent, path.name)
+        temporaries.append(temporary)
+        with os.fdopen(fd, "wb") as handle:
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
+            handle.flush()
+            _fsync(handle.fileno())
+        if existing_mode is not None:
+            os.chmod(temporary, existing_mode)
+    except OSError as exc:
+        raise _write_error(path, path.parent, exc) from None
 
 
 def probe_writable(directory: str | os.PathLike, name: str = "probe") -> None:

@@ -28,7 +28,7 @@ from nst_core.inputs import RunInputs, prepare_inputs
 from nst_core.memory import VGG19_SAVED_BYTES_PER_PIXEL, MemoryPlan, plan_memory
 from nst_core.params import ParamSpec, check_params, param_spec
 from nst_core.precision import resolve_precision
-from nst_core.registry import Registries, collect_registries
+from nst_core.registry import Registries, Registry, collect_registries
 from nst_core.types import Backbone, BoundLoss, LayerSchedule, LossTerm, MemoryProfile
 
 MIN_WORKING_SIDE = 32
@@ -412,7 +412,7 @@ def provenance(config: StyleConfig, registries: Registries, terms: Sequence[Boun
                preset: str | None = None) -> tuple[dict[str, str], ...]:
     """``{"kind", "name", "plugin", "distribution"}`` for the backbone, every loss term, every
     layer schedule the terms use and the preset (if any): what :attr:`RunPlan.plugins` holds."""
-    wanted = [("backbone", registries.backbones, config.backbone)]
+    wanted: list[tuple[str, Registry[Any], str]] = [("backbone", registries.backbones, config.backbone)]
     wanted += [("loss term", registries.loss_terms, t.name) for t in terms]
     specs = {spec.name: spec for spec in config.loss_specs()}
     wanted += [("layer schedule", registries.schedules, specs[t.name].schedule or "uniform")

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = (
     "nst_core.builtins.style_losses",
     "nst_core.builtins.schedules",
     "nst_core.builtins.presets",
+    "nst_core.builtins.video",
 )
 
 AUTOLOAD_ENV = "NST_DISABLE_PLUGIN_AUTOLOAD"

@@ -94,6 +94,8 @@ class Registries:
     tracebacks: dict[str, str] = field(default_factory=dict)
     """``{problem line: the plug-in's formatted traceback}``, for problems that come from an
     exception in plug-in code (``nst --debug`` prints them)."""
+    flow_estimators: Registry[Callable[..., object]] = field(default_factory=lambda: Registry("flow estimator"))
+    """Optical-flow estimator factories for video (``nst_register_flow_estimators``)."""
 
     def provenance(self, kind: str, name: str) -> dict[str, str]:
         """``{"plugin": ..., "distribution": ...}`` of ``name`` in the registry of ``kind``
@@ -106,7 +108,7 @@ def _check_object(kind: str, obj: object) -> str | None:
     """What is wrong with a registered object of ``kind`` (None: nothing)."""
     from nst_core.types import LayerSchedule
 
-    if kind in ("backbone", "loss term") and not callable(obj):
+    if kind in ("backbone", "loss term", "flow estimator") and not callable(obj):
         return f"is a {type(obj).__name__}, not a factory (a class or function that returns the {kind})"
     if kind == "layer schedule" and not isinstance(obj, LayerSchedule):
         return f"is a {type(obj).__name__}; register nst_core.LayerSchedule(fn, varies=...)"
@@ -129,7 +131,8 @@ def _preset_names(settings: Mapping[str, Any], regs: Registries) -> str | None:
     from nst_core.config import config_from_preset
 
     config = config_from_preset(settings)
-    wanted = [(regs.backbones, config.backbone), (regs.schedules, config.layer_schedule)]
+    wanted: list[tuple[Registry[Any], str]] = [(regs.backbones, config.backbone),
+                                               (regs.schedules, config.layer_schedule)]
     wanted += [(regs.loss_terms, spec.name) for spec in config.loss_specs()]
     wanted += [(regs.schedules, spec.schedule) for spec in config.loss_specs() if spec.schedule]
     for registry, name in wanted:
@@ -145,6 +148,45 @@ def _preset_names(settings: Mapping[str, Any], regs: Registries) -> str | None:
         except NSTError as exc:
             return f"is invalid: {exc}"
     return None
+
+
+def _call_hook(pm: NSTPluginManager, hook_name: str, impl: Any, registry: Registry, regs: Registries) -> None:
+    """Call one plug-in's implementation of a registration hook; what goes wrong is a line in
+    ``regs.problems`` (with the traceback in ``regs.tracebacks``), or raised for a built-in."""
+    plugin, dist = impl.plugin_name, pm.distribution_of(impl.plugin_name)
+
+    def register(name: str, obj: object, *, description: str = "") -> None:
+        try:
+            wrong = _check_object(registry.kind, obj)
+            if wrong is not None:
+                raise PluginError(f"{registry.kind} {name!r} from plug-in {plugin!r} ({dist}) {wrong}; it is ignored")
+            registry.add(name, obj, description=description, plugin=plugin, distribution=dist)
+        except PluginError as exc:
+            if pm.is_builtin(plugin):
+                raise
+            regs.problems.append(str(exc))
+
+    try:
+        impl.function(register=register)
+    except Exception as exc:  # a third-party hook raising must not take the others down
+        if pm.is_builtin(plugin):
+            raise
+        line = f"plug-in {plugin!r} ({dist}) raised in {hook_name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        regs.problems.append(line)
+        regs.tracebacks[line] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _check_presets(regs: Registries) -> None:
+    """Drop (with a problem line) each third-party preset that uses a name no plug-in provides or
+    loss parameters its term does not accept; now that every name is registered."""
+    for entry in list(regs.presets):
+        wrong = _preset_names(entry.obj, regs)
+        if wrong is not None:
+            if entry.distribution == "built-in":
+                raise PluginError(f"built-in preset {entry.name!r} {wrong}")
+            regs.presets.discard(entry.name)
+            regs.problems.append(f"preset {entry.name!r} from plug-in {entry.plugin!r} ({entry.distribution}) "
+                                 f"{wrong}; it is ignored")
 
 
 def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
@@ -166,44 +208,15 @@ def collect_registries(pm: NSTPluginManager | None = None) -> Registries:
         (pm.hook.nst_register_loss_terms, regs.loss_terms),
         (pm.hook.nst_register_layer_schedules, regs.schedules),
         (pm.hook.nst_register_presets, regs.presets),
+        (pm.hook.nst_register_flow_estimators, regs.flow_estimators),
     )
     for hook, registry in hooks:
         impls = sorted(hook.get_hookimpls(), key=lambda i: (not pm.is_builtin(i.plugin_name), i.plugin_name))
         for impl in impls:
-            plugin, dist = impl.plugin_name, pm.distribution_of(impl.plugin_name)
-
-            def register(name: str, obj: object, *, description: str = "",
-                         _registry: Registry = registry, _plugin: str = plugin, _dist: str = dist) -> None:
-                try:
-                    wrong = _check_object(_registry.kind, obj)
-                    if wrong is not None:
-                        raise PluginError(f"{_registry.kind} {name!r} from plug-in {_plugin!r} ({_dist}) {wrong}; "
-                                          f"it is ignored")
-                    _registry.add(name, obj, description=description, plugin=_plugin, distribution=_dist)
-                except PluginError as exc:
-                    if pm.is_builtin(_plugin):
-                        raise
-                    problems.append(str(exc))
-
-            try:
-                impl.function(register=register)
-            except Exception as exc:  # a third-party hook raising must not take the others down
-                if pm.is_builtin(plugin):
-                    raise
-                line = (f"plug-in {plugin!r} ({dist}) raised in {hook.name}: "
-                        f"{type(exc).__name__}: {' '.join(str(exc).split())}")
-                problems.append(line)
-                regs.tracebacks[line] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    for entry in list(regs.presets):  # now that every name is known
-        wrong = _preset_names(entry.obj, regs)
-        if wrong is not None:
-            if entry.distribution == "built-in":
-                raise PluginError(f"built-in preset {entry.name!r} {wrong}")
-            regs.presets.discard(entry.name)
-            problems.append(f"preset {entry.name!r} from plug-in {entry.plugin!r} ({entry.distribution}) {wrong}; "
-                            f"it is ignored")
+            _call_hook(pm, hook.name, impl, registry, regs)
+    _check_presets(regs)
     broken = tuple(problems)
-    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets):
+    for registry in (regs.backbones, regs.loss_terms, regs.schedules, regs.presets, regs.flow_estimators):
         registry.broken_plugins = broken
     for line in problems:
         warnings.warn(line, PluginWarning, stacklevel=2)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 import warnings
 
 import torch
@@ -92,7 +93,7 @@ def check_plugin(plugin: object, *, size: int = 48, steps: int = 2, device: str 
     for kind, registry, base in pairs:
         report.names[kind] = _own(registry, set(base.names()))
     content, style = sample_images(size)
-    common = {"size": size, "steps": steps, "device": device, "seed": 0, "precision": "float32"}
+    common: dict[str, Any] = {"size": size, "steps": steps, "device": device, "seed": 0, "precision": "float32"}
 
     def finish(label: str, config: StyleConfig) -> None:
         result = nst_core.stylize(content, style, config, registries=regs)

@@ -59,6 +59,12 @@ class WrongChannels(Tiny):
     channels = {"conv1": 8, "relu1": 8, "conv2": 32, "relu2": 32}
 
 
+class BadTruncated(Tiny):
+    def truncated(self, layers):
+        self.layer_names = ("conv1", "relu1")
+        return self
+
+
 class Hungry(Tiny):
     memory_profile = MemoryProfile(10_000_000.0)
 
@@ -190,6 +196,7 @@ def nst_register_backbones(register):
     register("bad-channels", WrongChannels)
     register("bad-not-a-module", lambda: object())
     register("bad-hungry", Hungry)
+    register("bad-truncated", BadTruncated)
 
 
 @hookimpl

@@ -29,8 +29,7 @@ from nst_cli.batch_plan import expand_inputs, read_manifest
 from nst_cli.run_options import NAMES
 from nst_cli.settings import SETTINGS
 
-from helpers import EXAMPLES
-from helpers import ENV, NST, documented_events, same_shape
+from helpers import ENV, EXAMPLES, NST, documented_events, same_shape
 
 STYLE = EXAMPLES / "starry_night.jpg"
 FAST = ["--size", "64", "--steps", "2", "--precision", "float32"]
@@ -41,7 +40,8 @@ def nst(*args):
 
 
 def events(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines()]
+    """The jsonl events, without warnings (an installed third-party plug-in may warn first)."""
+    return [e for e in map(json.loads, stdout.splitlines()) if e["event"] != "warning"]
 
 
 def summary(outdir: Path) -> list[dict]:
@@ -126,6 +126,8 @@ def test_rerun_skips_what_is_done_other_settings_and_force_redo_it(tmp_path):
     assert (again[0]["todo"], again[0]["skipped"]) == (0, 2) and len(again) == 2  # no item ran
     assert (out / "tubingen_starry_night.png").stat().st_mtime_ns == stamp
     assert nst("batch", "--status", out).exit_code == 0
+    (out / "tubingen_starry_night.png.json").unlink()  # the record inside the PNG is enough
+    assert events(nst(*args).stdout)[0]["skipped"] == 2
 
     (out / "shipwreck_starry_night.png").unlink()  # a missing output is made again, the other skipped
     log = events(nst(*args).stdout)
@@ -242,13 +244,15 @@ def test_ctrl_c_keeps_what_finished_and_the_same_command_goes_on(tmp_path):
         first = []
         for line in proc.stdout:
             first.append(json.loads(line))
-            if first[-1]["event"] == "item-step" and any(e["event"] == "item-done" for e in first):
+            if first[-1]["event"] == "warning":
+                first.pop()
+            elif first[-1]["event"] == "item-step" and any(e["event"] == "item-done" for e in first):
                 proc.send_signal(signal.SIGINT)
                 break
         rest, stderr = proc.communicate(timeout=120)
     finally:
         watchdog.cancel()
-    first += [json.loads(line) for line in rest.splitlines()]
+    first += events(rest)
     assert proc.returncode == 130, stderr
     for event in first:
         check_documented(event)
@@ -289,3 +293,14 @@ def test_without_ray_installed_ray_says_how_to_install_it_in_one_line(tmp_path, 
     local_only = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", tmp_path / "out", *FAST,
                      "--cpus-per-worker", "2")
     assert local_only.exit_code == 1 and "--cpus-per-worker is for Ray" in local_only.stderr
+
+
+def test_devices_and_workers_are_checked_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    missing = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--devices", "cuda:99")
+    assert missing.exit_code == 1 and "cuda:99" in missing.stderr and "Traceback" not in missing.stderr
+    twice = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--devices", "cpu,cpu")
+    assert twice.exit_code == 1 and "--workers" in twice.stderr
+    zero = nst("batch", EXAMPLES / "tubingen.jpg", "--style", STYLE, "-o", out, *FAST, "--workers", "0")
+    assert zero.exit_code == 1 and "--workers must be" in zero.stderr
+    assert not out.exists()

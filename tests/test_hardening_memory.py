@@ -117,3 +117,25 @@ def test_the_engine_refuses_a_style_scale_that_cannot_fit_before_step_1(content_
     result = stylize(content_64, style_64, StyleConfig(size=64, steps=1, device="cpu", precision="float32"),
                      registries=builtin_registries)
     assert result.status == "finished"
+
+
+def test_decode_memory_is_counted_before_decoding(tmp_path, monkeypatch):
+    """A small PNG may declare a large image; reading it is refused when its decoded pixels
+    cannot fit, before a pixel is decoded (the issue: 0.5 MB declaring 13000 x 13000, 5 GB)."""
+    from PIL import Image
+
+    from nst_core.image import read_image
+
+    path = tmp_path / "flat.png"
+    Image.new("RGB", (2000, 1500), (10, 200, 30)).save(path)
+    assert path.stat().st_size < 100_000
+    needed = memory.DECODE_BYTES_PER_PIXEL * 2000 * 1500  # 120 MB
+    monkeypatch.setattr(memory, "available_bytes", lambda device: needed // 2)
+    with pytest.raises(ResourceError, match=r"flat.png: decoding its 2000 x 1500 pixels needs about 126 MiB but "
+                                            r"only 57 MiB is free"):
+        read_image(path)
+    monkeypatch.setenv(memory.MEMORY_CHECK_ENV, "0")
+    assert read_image(path).size == (2000, 1500)
+    monkeypatch.delenv(memory.MEMORY_CHECK_ENV)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2 * needed)
+    assert read_image(path).size == (2000, 1500)

@@ -5,6 +5,8 @@ for a run that did not finish, never "internal error"; `--debug` shows the plug-
 
 from __future__ import annotations
 
+import traceback
+
 import pytest
 
 from nst_cli import exit_codes
@@ -54,7 +56,7 @@ def test_debug_shows_the_plugins_own_traceback(faulty, tmp_path):
     result = nst("--debug", "run", CONTENT, STYLE, "-o", tmp_path / "out.png", *SMALL, "--loss", "bad-raises",
                  "--progress", "none")
     assert result.exit_code != 0
-    text = "".join(__import__("traceback").format_exception(result.exception))
+    text = "".join(traceback.format_exception(result.exception))
     assert "nst_cli_test_faulty.py" in text and 'raise KeyError("relu9_9")' in text
 
 

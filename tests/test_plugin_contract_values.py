@@ -114,6 +114,7 @@ def test_a_broken_schedule_is_one_plugin_error_naming_it_and_the_term(regs, cont
     ("bad-missing-layer", r"returned no feature map for the requested layer 'relu2'"),
     ("bad-channels", r"returned shape \(1, 16, \d+, \d+\) for layer 'relu2' but declares 32 channels"),
     ("bad-not-a-module", r"factory returned object; it must return an instance of nst_core.Backbone"),
+    ("bad-truncated", r"truncated\(\) dropped the requested layer 'relu2'"),
 ])
 def test_a_broken_backbone_is_one_plugin_error_before_step_1(regs, content_64, style_64, backbone, problem):
     seen = []

@@ -45,10 +45,12 @@ class EncodedImage:
 def item_key(digests: Mapping[str, str | None], config: StyleConfig, extension: str) -> str:
     """The identity of a batch item's output: sha256 over the inputs' sha256 (by role:
     ``content``, ``style0``, ``mask0``, ``init``), every setting (the seed too; not the device,
-    which the worker chooses) and the output format. Two runs with equal keys compute the same picture; the run record keeps the key, so a
-    later batch can skip an output that is already there (see :attr:`BatchItem.key`)."""
-    text = json.dumps({"format": KEY_FORMAT, "inputs": dict(sorted(digests.items())),
-                       "config": {k: v for k, v in config_to_dict(config).items() if k != "device"}, "extension": extension.lower()}, sort_keys=True)
+    which the worker chooses) and the output format. Two runs with equal keys compute the same
+    picture; the run record keeps the key, so a later batch can skip an output that is already
+    there (see :attr:`BatchItem.key`)."""
+    settings = {k: v for k, v in config_to_dict(config).items() if k != "device"}
+    text = json.dumps({"format": KEY_FORMAT, "inputs": dict(sorted(digests.items())), "config": settings,
+                       "extension": extension.lower()}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import os
 import queue
 import threading
-from typing import Union
 
 import torch
 
@@ -22,7 +21,7 @@ from nst_core.device import resolve_device
 from nst_core.errors import ConfigError
 from nst_core.registry import Registries, collect_registries
 
-Job = Union[BatchItem, ItemResult]
+Job = BatchItem | ItemResult
 """What an executor takes: an item to run, or the result of one the caller could not prepare
 (an unreadable file), which is passed through in order."""
 
@@ -99,68 +98,84 @@ class LocalExecutor:
         previous_threads = torch.get_num_threads()
         if cpu_workers > 1:
             torch.set_num_threads(cpu_threads(cpu_workers))
-        stop = threading.Event()
-        messages: queue.Queue = queue.Queue()
-        inboxes: list[queue.Queue] = [queue.Queue() for _ in self.worker_devices]
-        workers = [Worker(device, registries=registries, name=f"{device}" if len(self.worker_devices) == 1
-                          else f"{device}#{i}") for i, device in enumerate(self.worker_devices)]
-
-        def serve(index: int) -> None:
-            worker, inbox = workers[index], inboxes[index]
-            while True:
-                job = inbox.get()
-                if job is None:
-                    return
-                item, attempts = job
-                try:
-                    result = worker.run(item, on_event=messages.put, should_stop=stop.is_set, attempts=attempts)
-                except BaseException as exc:  # noqa: BLE001 - Worker.run returns failures; this is the last guard
-                    result = failed(item.id, f"internal error: {type(exc).__name__}: {exc}",
-                                    extension=item.extension, worker=worker.name)
-                messages.put((index, result))
-
-        threads = [threading.Thread(target=serve, args=(i,), name=f"nst-batch-{w.name}", daemon=True)
-                   for i, w in enumerate(workers)]
-        for thread in threads:
-            thread.start()
-        idle = list(range(len(workers)))
+        names = self.worker_devices if len(self.worker_devices) == 1 else \
+            [f"{device}#{i}" for i, device in enumerate(self.worker_devices)]
+        pool = _Threads([Worker(device, registries=registries, name=name)
+                         for device, name in zip(self.worker_devices, names)])
         source = iter(items)
         more, running = True, 0
         try:
             while True:
-                if not stop.is_set() and should_stop is not None and should_stop():
-                    stop.set()
-                while idle and more and not stop.is_set():
-                    try:
-                        job = next(source)
-                    except StopIteration:
+                if not pool.stop.is_set() and should_stop is not None and should_stop():
+                    pool.stop.set()
+                while pool.idle and more and not pool.stop.is_set():
+                    job = next(source, None)
+                    if job is None:
                         more = False
-                        break
-                    if isinstance(job, ItemResult):
+                    elif isinstance(job, ItemResult):
                         yield job
-                        continue
-                    inboxes[idle.pop(0)].put((job, 1))
-                    running += 1
-                if running == 0 and (not more or stop.is_set()):
+                    else:
+                        pool.start(job)
+                        running += 1
+                if running == 0 and (not more or pool.stop.is_set()):
                     return
-                try:
-                    message = messages.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    continue
+                message = pool.next_message()
                 if isinstance(message, ItemEvent):
                     if on_event is not None:
                         on_event(message)
-                    continue
-                index, result = message
-                idle.append(index)
-                running -= 1
-                yield result
+                elif message is not None:
+                    running -= 1
+                    yield message
         finally:
-            stop.set()
-            for inbox in inboxes:
-                inbox.put(None)
-            for thread in threads:
-                thread.join()
-            self.loads = sum(w.loads for w in workers)
+            pool.close()
+            self.loads = sum(w.loads for w in pool.workers)
             if cpu_workers > 1:
                 torch.set_num_threads(previous_threads)
+
+
+class _Threads:
+    """A thread per :class:`Worker`, each with its inbox; events and results come back on one queue."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self.stop = threading.Event()
+        self.messages: queue.Queue = queue.Queue()
+        self.inboxes: list[queue.Queue] = [queue.Queue() for _ in workers]
+        self.idle = list(range(len(workers)))
+        self.threads = [threading.Thread(target=self._serve, args=(i,), name=f"nst-batch-{w.name}", daemon=True)
+                        for i, w in enumerate(workers)]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self, index: int) -> None:
+        worker, inbox = self.workers[index], self.inboxes[index]
+        while (item := inbox.get()) is not None:
+            try:
+                result = worker.run(item, on_event=self.messages.put, should_stop=self.stop.is_set)
+            except BaseException as exc:  # noqa: BLE001 - Worker.run returns failures; this is the last guard
+                result = failed(item.id, f"internal error: {type(exc).__name__}: {exc}", extension=item.extension,
+                                worker=worker.name)
+            self.messages.put((index, result))
+
+    def start(self, item: BatchItem) -> None:
+        self.inboxes[self.idle.pop(0)].put(item)
+
+    def next_message(self) -> ItemEvent | ItemResult | None:
+        """An event, a result (its worker is idle again), or None after POLL_SECONDS without either."""
+        try:
+            message = self.messages.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            return None
+        if isinstance(message, ItemEvent):
+            return message
+        index, result = message
+        self.idle.append(index)
+        return result
+
+    def close(self) -> None:
+        """Stop the running items (at their next step) and end the threads."""
+        self.stop.set()
+        for inbox in self.inboxes:
+            inbox.put(None)
+        for thread in self.threads:
+            thread.join()

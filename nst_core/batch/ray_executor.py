@@ -210,6 +210,12 @@ class RayExecutor:
         per = "1 GPU" if "num_gpus" in resources else f"{resources['num_cpus']} CPU"
         self._describe = f"{count} Ray actor(s) ({per} each)"
 
+    def _replace_actor(self) -> Any:
+        """A new actor in place of one that is dead for good."""
+        actor = self._actor_class.remote(*self._actor_args)
+        self._actors.append(actor)
+        return actor
+
     def describe(self) -> str:
         return self._describe
 
@@ -237,128 +243,173 @@ class RayExecutor:
     def run(self, items: Iterable[Job], *, should_stop: Callable[[], bool] | None = None,
             on_event: Callable[[ItemEvent], None] | None = None) -> Iterator[ItemResult]:
         """Yield an :class:`ItemResult` per item, as each finishes (see :func:`nst_core.batch.run_batch`)."""
-        ray = self.ray
-        from ray.exceptions import ActorDiedError, RayActorError, RayError
-
         if not self._actors:
             self._start_actors()
-        ray.get(self._progress.reset.remote())
-        emit = on_event or (lambda event: None)
-        idle: deque[Any] = deque()
-        pending: deque[tuple[BatchItem, int]] = deque()
-        inflight: dict[Any, tuple[Any, BatchItem, int]] = {}
-        pings: dict[Any, Any] = {}
-        # actor -> (when to ping it, the next delay); an actor gets items once its ping answered, so
-        # one that cannot be placed (resources the cluster does not have) holds no item forever
-        wake: dict[Any, tuple[float, float]] = {actor: (0.0, 0.5) for actor in self._actors}
-        finished: set[str] = set()
-        replacements, live_since = 0, time.monotonic()
-        last_error = ""
-        source = iter(items)
-        more, stopping = True, False
-
-        def schedule_ping(actor: Any, delay: float) -> None:
-            wake[actor] = (time.monotonic() + delay, min(delay * 2, 8.0))
-
-        def drain() -> None:
-            try:
-                events = ray.get(self._progress.take.remote(), timeout=10)
-            except RayError:
-                return
-            for event in events:
-                if event.item not in finished:
-                    emit(event)
-
+        self.ray.get(self._progress.reset.remote())
+        queue = _Queue(self, iter(items), on_event or (lambda event: None))
         try:
             while True:
-                if not stopping and should_stop is not None and should_stop():
-                    stopping = True
-                    self._progress.stop.remote()
-                while idle and not stopping:
-                    if pending:
-                        item, attempts = pending.popleft()
-                    elif more:
-                        try:
-                            job = next(source)
-                        except StopIteration:
-                            more = False
-                            continue
-                        if isinstance(job, ItemResult):
-                            yield job
-                            continue
-                        item, attempts = job, 1
-                    else:
-                        break
-                    actor = idle.popleft()
-                    inflight[actor.run.remote(item, attempts)] = (actor, item, attempts)
-                now = time.monotonic()
-                for actor, (when, delay) in list(wake.items()):
-                    if now >= when:
-                        del wake[actor]
-                        pings[actor.ready.remote()] = (actor, delay)
-                if not inflight and (stopping or (not pending and not more)):
+                if not queue.stopping and should_stop is not None and should_stop():
+                    queue.stop()
+                yield from queue.dispatch()
+                queue.ping_due()
+                if queue.finished():
                     return
-                if inflight or idle:
-                    live_since = now
-                elif now - live_since > self.stall_timeout or not (pings or wake):
-                    if pings or wake:
-                        reason = f"no Ray worker was available for {self.stall_timeout:.0f} s"
-                    else:
-                        reason = "every Ray worker died and could not be replaced"
-                    reason += f" (last error: {last_error})" if last_error else " (the cluster lost its nodes?)"
-                    for item, attempts in pending:
-                        yield failed(item.id, reason, extension=item.extension, attempts=attempts)
-                    for job in source:
-                        yield job if isinstance(job, ItemResult) else failed(job.id, reason, extension=job.extension)
+                if queue.stalled():
+                    yield from queue.fail_the_rest()
                     return
-                ready, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=POLL_SECONDS)
-                drain()
-                for ref in ready:
-                    if ref in pings:
-                        actor, delay = pings.pop(ref)
-                        try:
-                            ray.get(ref)
-                        except ActorDiedError as exc:  # dead for good: a new actor takes its place
-                            last_error = one_line(exc)[:300]
-                            if replacements < len(self._actors):
-                                replacements += 1
-                                fresh = self._actor_class.remote(*self._actor_args)
-                                self._actors.append(fresh)
-                                schedule_ping(fresh, 0.5)
-                        except RayActorError:
-                            schedule_ping(actor, delay)
-                        else:
-                            idle.append(actor)
-                        continue
-                    actor, item, attempts = inflight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except RayActorError as exc:
-                        last_error = one_line(exc)[:300]
-                        schedule_ping(actor, 0.5)
-                        reason = f"its Ray worker died ({last_error})"
-                        if stopping:
-                            yield ItemResult(item.id, "stopped", extension=item.extension, attempts=attempts,
-                                             error=reason)
-                        elif attempts >= self.max_attempts:
-                            yield failed(item.id, f"{reason}; gave up after {attempts} attempts",
-                                         extension=item.extension, attempts=attempts)
-                        else:
-                            emit(ItemEvent(item.id, "retry", message=f"{reason}: attempt {attempts + 1} of "
-                                                                    f"{self.max_attempts}"))
-                            pending.appendleft((item, attempts + 1))
-                        continue
-                    except RayError as exc:  # the call itself failed (a bug, an item Ray could not move)
-                        idle.append(actor)
-                        yield failed(item.id, f"internal error on Ray: {one_line(exc)[:500]}",
-                                     extension=item.extension, attempts=attempts)
-                        continue
-                    idle.append(actor)
-                    finished.add(item.id)
-                    yield result
+                yield from queue.wait()
         finally:
-            if inflight or pending:
-                try:
-                    self._progress.stop.remote()
-                except RayError:
-                    pass
+            if queue.inflight or queue.pending:
+                queue.stop()
+
+
+class _Queue:
+    """The driver's side of one :meth:`RayExecutor.run`: items waiting, in flight and retried,
+    actors idle, pinged or waiting for their next ping."""
+
+    def __init__(self, executor: RayExecutor, source: Iterator[Job], emit: Callable[[ItemEvent], None]) -> None:
+        from ray.exceptions import ActorDiedError, RayActorError, RayError
+
+        self.ActorDiedError, self.RayActorError, self.RayError = ActorDiedError, RayActorError, RayError
+        self.executor, self.ray, self.source, self.emit = executor, executor.ray, source, emit
+        self.idle: deque[Any] = deque()
+        self.pending: deque[tuple[BatchItem, int]] = deque()
+        self.inflight: dict[Any, tuple[Any, BatchItem, int]] = {}
+        self.pings: dict[Any, tuple[Any, float]] = {}
+        # actor -> (when to ping it, the next delay); an actor gets items once its ping answered, so
+        # one that cannot be placed (resources the cluster does not have) holds no item forever
+        self.wake: dict[Any, tuple[float, float]] = {actor: (0.0, 0.5) for actor in executor._actors}
+        self.done: set[str] = set()
+        self.replacements, self.live_since, self.last_error = 0, time.monotonic(), ""
+        self.max_replacements = len(executor._actors)
+        self.more, self.stopping = True, False
+
+    def stop(self) -> None:
+        self.stopping = True
+        try:
+            self.executor._progress.stop.remote()
+        except self.RayError:
+            pass
+
+    def _next(self) -> tuple[BatchItem, int] | ItemResult | None:
+        """The next item to run (a retried one first), a result to pass on, or None: no more."""
+        if self.pending:
+            return self.pending.popleft()
+        while self.more:
+            try:
+                job = next(self.source)
+            except StopIteration:
+                self.more = False
+                break
+            return job if isinstance(job, ItemResult) else (job, 1)
+        return None
+
+    def dispatch(self) -> Iterator[ItemResult]:
+        """Give an item to every idle actor."""
+        while self.idle and not self.stopping:
+            job = self._next()
+            if job is None:
+                return
+            if isinstance(job, ItemResult):
+                yield job
+                continue
+            item, attempts = job
+            actor = self.idle.popleft()
+            self.inflight[actor.run.remote(item, attempts)] = (actor, item, attempts)
+
+    def ping_due(self) -> None:
+        now = time.monotonic()
+        for actor, (when, delay) in list(self.wake.items()):
+            if now >= when:
+                del self.wake[actor]
+                self.pings[actor.ready.remote()] = (actor, delay)
+
+    def schedule_ping(self, actor: Any, delay: float) -> None:
+        self.wake[actor] = (time.monotonic() + delay, min(delay * 2, 8.0))
+
+    def finished(self) -> bool:
+        return not self.inflight and (self.stopping or (not self.pending and not self.more))
+
+    def stalled(self) -> bool:
+        """No actor working or free for ``stall_timeout`` s, or none left at all."""
+        now = time.monotonic()
+        if self.inflight or self.idle:
+            self.live_since = now
+            return False
+        return now - self.live_since > self.executor.stall_timeout or not (self.pings or self.wake)
+
+    def fail_the_rest(self) -> Iterator[ItemResult]:
+        if self.pings or self.wake:
+            reason = f"no Ray worker was available for {self.executor.stall_timeout:.0f} s"
+        else:
+            reason = "every Ray worker died and could not be replaced"
+        reason += f" (last error: {self.last_error})" if self.last_error else " (the cluster lost its nodes?)"
+        for item, attempts in self.pending:
+            yield failed(item.id, reason, extension=item.extension, attempts=attempts)
+        self.pending.clear()
+        for job in self.source:
+            yield job if isinstance(job, ItemResult) else failed(job.id, reason, extension=job.extension)
+
+    def wait(self) -> Iterator[ItemResult]:
+        """Wait up to POLL_SECONDS for a result or a ping; pass on progress events."""
+        ready, _ = self.ray.wait([*self.inflight, *self.pings], num_returns=1, timeout=POLL_SECONDS)
+        self._drain()
+        for ref in ready:
+            if ref in self.pings:
+                self._pinged(ref)
+            else:
+                yield from self._returned(ref)
+
+    def _drain(self) -> None:
+        try:
+            events = self.ray.get(self.executor._progress.take.remote(), timeout=10)
+        except self.RayError:
+            return
+        for event in events:
+            if event.item not in self.done:
+                self.emit(event)
+
+    def _pinged(self, ref: Any) -> None:
+        actor, delay = self.pings.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ActorDiedError as exc:  # dead for good: a new actor takes its place
+            self.last_error = one_line(exc)[:300]
+            if self.replacements < self.max_replacements:
+                self.replacements += 1
+                self.schedule_ping(self.executor._replace_actor(), 0.5)
+        except self.RayActorError:
+            self.schedule_ping(actor, delay)
+        else:
+            self.idle.append(actor)
+
+    def _returned(self, ref: Any) -> Iterator[ItemResult]:
+        actor, item, attempts = self.inflight.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except self.RayActorError as exc:
+            self.last_error = one_line(exc)[:300]
+            self.schedule_ping(actor, 0.5)
+            yield from self._lost(item, attempts, f"its Ray worker died ({self.last_error})")
+            return
+        except self.RayError as exc:  # the call itself failed (a bug, an item Ray could not move)
+            self.idle.append(actor)
+            yield failed(item.id, f"internal error on Ray: {one_line(exc)[:500]}", extension=item.extension,
+                         attempts=attempts)
+            return
+        self.idle.append(actor)
+        self.done.add(item.id)
+        yield result
+
+    def _lost(self, item: BatchItem, attempts: int, reason: str) -> Iterator[ItemResult]:
+        """An item whose worker died: retried at the front of the queue, or failed after max_attempts."""
+        if self.stopping:
+            yield ItemResult(item.id, "stopped", extension=item.extension, attempts=attempts, error=reason)
+        elif attempts >= self.executor.max_attempts:
+            yield failed(item.id, f"{reason}; gave up after {attempts} attempts", extension=item.extension,
+                         attempts=attempts)
+        else:
+            self.emit(ItemEvent(item.id, "retry", message=f"{reason}: attempt {attempts + 1} of "
+                                                          f"{self.executor.max_attempts}"))
+            self.pending.appendleft((item, attempts + 1))

@@ -21,6 +21,7 @@ from nst_cli.gimp import gimp_app
 from nst_cli.listing import list_app, plugins
 from nst_cli.run import EPILOG as RUN_EPILOG, run
 from nst_cli.signals import Aborted
+from nst_cli.video import EPILOG as VIDEO_EPILOG, video
 
 
 class NSTGroup(TyperGroup):
@@ -48,9 +49,12 @@ app = typer.Typer(
 )
 app.command("run", epilog=RUN_EPILOG)(run)
 app.command("batch", epilog=BATCH_EPILOG)(batch)
+app.command("video", epilog=VIDEO_EPILOG)(video)
 app.add_typer(list_app, name="list")
 app.add_typer(gimp_app, name="gimp")
-app.command("plugins", epilog="[bold]Example[/bold]\n\n  nst plugins")(plugins)
+PLUGINS_EPILOG = ("[bold]Examples[/bold]\n\n  nst plugins\n\n"
+                  "  nst plugins --json   [dim](for scripts; exit code 1 when a plug-in failed)[/dim]")
+app.command("plugins", epilog=PLUGINS_EPILOG)(plugins)
 
 
 def _version(value: bool) -> None:

@@ -59,7 +59,7 @@ EPILOG = """\
 
   nst batch photos/ --style a.jpg -o out/ --devices cuda:0,cuda:1
 
-  nst batch photos/ --style a.jpg -o out/ --ray-address auto   [dim](on a Ray cluster: pip install 'nst-core[ray]')[/dim]
+  nst batch photos/ --style a.jpg -o out/ --ray-address auto   [dim](on a Ray cluster: nst-core[ray])[/dim]
 
   nst batch --status out/
 
@@ -307,7 +307,8 @@ def batch(
     ctx: typer.Context,
     inputs: Annotated[list[str] | None, typer.Argument(
         metavar="INPUTS", show_default=False,
-        help="Content images: files, folders (their images), globs ('photos/*.jpg') or @list.txt (one a line).")] = None,
+        help="Content images: files, folders (their images), globs ('photos/*.jpg') or @list.txt (one a "
+             "line).")] = None,
     style: Annotated[list[Path] | None, option(
         "A style image; repeat for several (blended into each output as nst run does, or one output each "
         "with --grid).", JOBS, "--style", "-s")] = None,

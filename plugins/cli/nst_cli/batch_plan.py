@@ -26,9 +26,10 @@ from typing import Any
 from nst_core.batch.items import file_digest, input_digests, item_key, item_seed
 from nst_core.errors import ConfigError, UnknownNameError
 from nst_core.image import FORMATS
+from nst_core.result import RECORD_KEY
 
 from nst_cli import options
-from nst_cli.record import _png_text, sidecar_path
+from nst_cli.record import sidecar_path
 from nst_cli.settings import BY_KEY, RunSettings
 
 IMAGE_SUFFIXES = frozenset({*FORMATS, ".bmp", ".gif"})
@@ -188,6 +189,35 @@ def _row(raw: Mapping[str, Any], where: str, base: Path) -> ManifestRow:
                        name, settings)
 
 
+def _jsonl_rows(text: str, path: Path) -> list[ManifestRow]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object like {{\"content\": \"photo.jpg\"}}")
+        rows.append(_row(data, where, path.parent))
+    return rows
+
+
+def _csv_rows(text: str, path: Path) -> list[ManifestRow]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or "content" not in [f.strip() for f in reader.fieldnames]:
+        raise ConfigError(f"{path}: the CSV manifest needs a header row with a \"content\" column")
+    rows = []
+    for number, record in enumerate(reader, start=2):
+        if None in record:
+            raise ConfigError(f"{path}:{number}: more cells than columns")
+        cells = {k: options.scalar(v.strip()) for k, v in record.items() if v is not None and v.strip()}
+        rows.append(_row(cells, f"{path}:{number}", path.parent))
+    return rows
+
+
 def read_manifest(path: Path) -> list[ManifestRow]:
     """A ``.jsonl`` (one JSON object a line) or ``.csv`` (a header row) manifest. Keys: ``content``
     (required), ``style``/``styles`` and ``mask``/``masks`` (a list, or ``;``-separated in CSV),
@@ -199,30 +229,11 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         raise ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the manifest is not UTF-8 text") from None
-    base = path.parent
-    rows = []
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc})") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{where}: expected a JSON object like {{\"content\": \"photo.jpg\"}}")
-            rows.append(_row(data, where, base))
+        rows = _jsonl_rows(text, path)
     elif suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or "content" not in [f.strip() for f in reader.fieldnames]:
-            raise ConfigError(f"{path}: the CSV manifest needs a header row with a \"content\" column")
-        for number, record in enumerate(reader, start=2):
-            if None in record:
-                raise ConfigError(f"{path}:{number}: more cells than columns")
-            cells = {k: options.scalar(v.strip()) for k, v in record.items() if v is not None and v.strip()}
-            rows.append(_row(cells, f"{path}:{number}", base))
+        rows = _csv_rows(text, path)
     else:
         raise ConfigError(f"{path}: a manifest is .jsonl or .csv")
     if not rows:
@@ -334,6 +345,20 @@ def job_key(job: BatchJob, digests: Digests) -> str | None:
     return item_key(found, config, job.output.suffix)
 
 
+def _png_record(path: Path) -> str | None:
+    """The run record in a PNG's ``nst-record`` text (None for other files); pixels not decoded."""
+    with open(path, "rb") as handle:
+        if handle.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.text.get(RECORD_KEY)  # type: ignore[attr-defined]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
 def recorded_key(output: Path) -> tuple[str | None, str | None]:
     """``(batch key, status)`` from the output's run record (sidecar, else PNG text); Nones if none."""
     text = None
@@ -342,7 +367,7 @@ def recorded_key(output: Path) -> tuple[str | None, str | None]:
         if sidecar.is_file():
             text = sidecar.read_text(encoding="utf-8")
         elif output.is_file():
-            text = _png_text(output)
+            text = _png_record(output)
         data = json.loads(text) if text else None
     except (OSError, ValueError):
         return None, None

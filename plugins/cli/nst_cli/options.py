@@ -95,8 +95,37 @@ def scalar(text: str) -> bool | int | float | str:
     return text
 
 
+LOSS_TABLE_KEYS = ("name", "weight", "layers", "schedule", "layer_weights", "params")
+"""Keys of a ``[[loss]]`` table in a config file: the fields of :class:`LossSpec`."""
+
+
+def loss_table(table: Mapping[str, Any], where: str) -> LossSpec:
+    """A config file's ``[[loss]]`` table -> a :class:`LossSpec`, so that a term can have its own
+    layers, schedule or layer weights: ``name = "mrf"``, ``weight = 0.5``,
+    ``layers = ["relu3_1"]``, ``schedule = "uniform"``, ``params = {patch_size = 5}``."""
+    unknown = [key for key in table if key not in LOSS_TABLE_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} in a loss table; use "
+                          f"{', '.join(LOSS_TABLE_KEYS)}")
+    values = dict(table)
+    if "name" not in values:
+        raise ConfigError(f"{where}: a loss table needs a name")
+    if "weight" in values:
+        values["weight"] = number(values["weight"], f"{where} {values['name']} weight")
+    if "layers" in values:
+        values["layers"] = names(values["layers"], f"{where} {values['name']} layers")
+    if "layer_weights" in values:
+        values["layer_weights"] = layer_weights(values["layer_weights"], f"{where} {values['name']} layer_weights")
+    if not isinstance(values.get("params", {}), Mapping):
+        raise ConfigError(f"{where}: params of loss {values['name']!r} must be a table, got {values['params']!r}")
+    return LossSpec(**values)
+
+
 def loss_spec(text: Any, where: str) -> LossSpec:
-    """``NAME[:WEIGHT][,key=value...]`` -> a :class:`LossSpec` (e.g. ``tv:1e-3,exponent=1``)."""
+    """``NAME[:WEIGHT][,key=value...]`` -> a :class:`LossSpec` (e.g. ``tv:1e-3,exponent=1``); in a
+    config file also a ``[[loss]]`` table (:func:`loss_table`)."""
+    if isinstance(text, Mapping):
+        return loss_table(text, where)
     if not isinstance(text, str):
         raise ConfigError(f"{where}: expected NAME[:WEIGHT][,key=value...], got {text!r}")
     head, *params = _items(text, where)
@@ -114,7 +143,7 @@ def loss_spec(text: Any, where: str) -> LossSpec:
 
 def loss_specs(value: Any, where: str) -> tuple[LossSpec, ...]:
     """Every ``--loss`` given (or the config file's list of them)."""
-    values = [value] if isinstance(value, str) else list(value)
+    values = [value] if isinstance(value, (str, Mapping)) else list(value)
     return tuple(loss_spec(item, where) for item in values)
 
 

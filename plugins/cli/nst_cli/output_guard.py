@@ -105,20 +105,10 @@ def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, 
     directory = output.parent
     if not directory.is_dir():
         raise ImageError(f"{output}: the output directory {str(directory)!r} does not exist; create it first")
-    targets = planned_targets(output, record=record, resume=resume)
     inputs = [Path(p) for p in inputs]
+    targets = planned_targets(output, record=record, resume=resume)
     if save_every:
-        try:
-            names = sorted(directory.iterdir())
-        except OSError:
-            names = []
-        targets += [path for path in names if (k := _intermediate_step(output, path)) is not None
-                    and k > 0 and k % save_every == 0 and (total is None or k <= total)]
-        for path in inputs:  # an input reached through a link or another spelling of the folder
-            real = path.resolve()
-            k = _intermediate_step(output, real) if real.parent == directory.resolve() else None
-            if k is not None and k > 0 and k % save_every == 0 and (total is None or k <= total):
-                targets.append(directory / real.name)
+        targets += _intermediate_targets(output, inputs, save_every, total)
     for target in targets:
         if target.is_dir():
             raise ImageError(f"{target}: is a directory; give the output a file name")
@@ -137,6 +127,26 @@ def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, 
                              f"(chmod u+w) or choose another output path")
     check_names(output, record=record, resume=resume, save_every=save_every, total=total)
     probe_writable(directory, output.name)
+
+
+def _intermediate_targets(output: Path, inputs: Sequence[Path], save_every: int, total: int | None) -> list[Path]:
+    """The intermediates ``OUT-stem.stepK.ext`` the run will write (K a multiple of ``save_every``,
+    at most ``total``) that exist now in the output's folder, or that an input resolves to."""
+    directory = output.parent
+
+    def written(path: Path) -> bool:
+        k = _intermediate_step(output, path)
+        return k is not None and k > 0 and k % save_every == 0 and (total is None or k <= total)
+
+    try:
+        found = [path for path in sorted(directory.iterdir()) if written(path)]
+    except OSError:
+        found = []
+    for path in inputs:  # an input reached through a link or another spelling of the folder
+        real = path.resolve()
+        if real.parent == directory.resolve() and written(real):
+            found.append(directory / real.name)
+    return found
 
 
 def check_names(output: Path, *, record: bool, resume: bool, save_every: int | None, total: int | None) -> None:
@@ -162,7 +172,7 @@ def remove_stale_parts(output: Path, *, older_than: float = STALE_PART_SECONDS, 
     Returns what was removed; files that cannot be removed are left alone."""
     now = time.time() if now is None else now
     own = {output.name, sidecar_path(output).name, resume_path(output).name} if names is None else set(names)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(output.parent))
     except OSError:

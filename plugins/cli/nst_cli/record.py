@@ -111,7 +111,7 @@ def _png_text(handle) -> str | None:
 
     try:
         with Image.open(handle) as image:
-            return image.text.get(RECORD_KEY)  # type: ignore[attr-defined]
+            return image.text.get(RECORD_KEY)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
 

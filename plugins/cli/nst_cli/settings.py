@@ -15,7 +15,7 @@ from typing import Any
 
 from nst_core import Registries, StyleConfig
 from nst_core.config import config_from_preset, style_weight_for_strength
-from nst_core.errors import UnknownNameError
+from nst_core.errors import ConfigError, UnknownNameError
 
 from nst_cli import options
 from nst_cli.config_file import read_config_file
@@ -129,6 +129,28 @@ def _record_base(record: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     return fields, run
 
 
+DOWNLOADING_BACKBONES = {"vgg19-torchvision": ("vgg19", "548 MB"), "vgg16-torchvision": ("vgg16", "528 MB")}
+"""Built-in backbones whose weights are downloaded on first use: their torchvision name and size."""
+
+
+def _refuse_recorded_download(record: RunRecord, backbone: str) -> None:
+    """A replayed record never starts a download by itself: when the backbone it names (and the
+    command line, config file and preset leave) would fetch its weights, ask for ``--backbone``."""
+    if backbone not in DOWNLOADING_BACKBONES:
+        return
+    from nst_core.builtins.vgg import torchvision_checkpoint
+
+    arch, size = DOWNLOADING_BACKBONES[backbone]
+    try:
+        present = torchvision_checkpoint(arch).is_file()
+    except Exception:  # noqa: BLE001 - no torchvision: the backbone's own error says so later
+        return
+    if not present:
+        raise ConfigError(f"{record.path}: the recorded run used backbone {backbone!r}, whose weights ({size}) are "
+                          f"not on this machine; give --backbone {backbone} to download them, or --backbone vgg19 "
+                          f"for the shipped one")
+
+
 def resolve(command_line: Mapping[str, Any], config_file: Path | None, registries: Registries,
             record: RunRecord | None = None) -> RunSettings:
     """Merge record, preset, config file and command line (``{key: raw or None}``) into
@@ -144,8 +166,10 @@ def resolve(command_line: Mapping[str, Any], config_file: Path | None, registrie
         merged["init"] = "image"
     elif "init" not in merged and record is not None and record.config.init == "image":
         init_image = record.init
-    if preset is not None:
-        base.update(registries.presets.get(preset))
+    preset_settings = registries.presets.get(preset) if preset is not None else {}
+    base.update(preset_settings)
+    if record is not None and "backbone" not in merged and "backbone" not in preset_settings:
+        _refuse_recorded_download(record, record.config.backbone)  # the backbone comes from the record alone
     config = config_from_preset(base, **merged)
     strength = run.get("strength")
     base_style_weight = config.style_weight

@@ -1,0 +1,173 @@
+"""``nst video``: stylize a video or an image sequence with temporal consistency (Ruder et al. 2016).
+
+A thin front-end over :func:`nst_core.video.stylize_video`: the artist's options of ``nst run``
+(one shared set, :mod:`nst_cli.run_options`), the video's own options, progress (frames done,
+frames per minute, ETA) on stderr or as jsonl events on stdout, and Ctrl-C that keeps the finished
+frames so the same command goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from nst_core import NSTError
+from nst_core.errors import ConfigError
+
+from nst_cli import exit_codes, messages, run_options
+from nst_cli.registries import load_registries
+from nst_cli.render import ProgressMode, duration
+from nst_cli.run_options import OUTPUT, option
+from nst_cli.settings import resolve
+from nst_cli.signals import Aborted, StopOnSignal
+
+VIDEO = "Video"
+
+EPILOG = """\
+[bold]Examples[/bold]
+
+  nst video clip.mp4 starry_night.jpg -o out.mp4
+
+  nst video clip.mp4 starry_night.jpg -o out.mp4 --start 5 --duration 2   [dim](try a look on two seconds)[/dim]
+
+  nst video frames/%05d.png style.jpg -o styled/%05d.png --size 768   [dim](image sequences in and out)[/dim]
+
+  nst video clip.mp4 style.jpg -o out.mp4 --no-temporal   [dim](every frame on its own: the flickering look)[/dim]
+
+  nst video clip.mp4 style.jpg -o out.mp4 --long-term 2,4 --temporal-weight 100
+
+Finished frames are kept in OUT.frames/ as they finish; after Ctrl-C the same command goes on from
+the first missing frame. The audio is copied, not re-encoded.
+"""
+
+NOT_FOR_VIDEO = {"mask": "--mask", "save_every": "--save-every", "checkpoint_every": "--checkpoint-every",
+                 "init": "--init"}
+"""Options of `nst run` that do not apply to a video (each frame's start is the chain's)."""
+
+
+class _Progress:
+    """Frames done / total, frames per minute and ETA: a line per frame on stderr, or jsonl."""
+
+    def __init__(self, mode: ProgressMode) -> None:
+        self.jsonl = mode == ProgressMode.jsonl
+        self.quiet = mode == ProgressMode.none
+
+    def emit(self, event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **fields}), flush=True)
+
+    def __call__(self, p: Any) -> None:
+        if p.kind != "frame":
+            return
+        if self.jsonl:
+            self.emit("frame", frame=p.frame, frames=p.frames, done=p.done, elapsed=round(p.elapsed, 3),
+                      frames_per_minute=round(p.frames_per_minute, 3),
+                      eta=None if p.eta is None else round(p.eta, 3), scene_cut=p.scene_cut)
+        elif not self.quiet:
+            eta = f", about {duration(p.eta)} left" if p.eta is not None and p.done < p.frames else ""
+            cut = " (scene cut: the chain restarts)" if p.scene_cut else ""
+            print(f"frame {p.done}/{p.frames}{cut}, {p.frames_per_minute:.2f} frames/min{eta}", file=sys.stderr,
+                  flush=True)
+
+    def warning(self, text: str) -> None:
+        if self.jsonl:
+            self.emit("warning", message=messages.one_line(text))
+        else:
+            messages.warn(text)
+
+    def error(self, text: str, code: int) -> None:
+        if self.jsonl:
+            self.emit("error", message=messages.one_line(text), exit_code=code)
+
+
+def _long_term(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--long-term wants earlier frame offsets like 2,4, got {text!r}") from None
+    if any(v < 2 for v in values):
+        raise ConfigError(f"--long-term offsets are 2 or more (1 is the short-term term), got {text!r}")
+    return values
+
+
+@run_options.with_run_options
+def video(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="IN", show_default=False,
+                                          help="A video file (mp4, mov, webm, mkv, gif), a folder of frames or a "
+                                               "pattern like frames/%05d.png.")],
+    styles: Annotated[list[Path], typer.Argument(metavar="STYLE", show_default=False,
+                                                 help="One or more style images (several are blended).")],
+    output: Annotated[str, option("The stylized video (its extension picks the container) or an image "
+                                  "sequence (a folder or a pattern like out/%05d.png).", OUTPUT,
+                                  "--output", "-o")],
+    temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", rich_help_panel=VIDEO,
+                                           help="Temporal consistency (warped start and temporal loss); "
+                                                "--no-temporal stylizes every frame on its own.")] = True,
+    temporal_weight: Annotated[float | None, option(
+        "λ_t relative to J of the chain's first frame (higher: steadier, less restyling of moving parts).",
+        VIDEO)] = None,
+    long_term: Annotated[str | None, option("Also hold frames this many back, e.g. 2,4 (Ruder's long-term "
+                                            "consistency).", VIDEO)] = None,
+    first_steps: Annotated[int | None, option("Steps of a chain's first frame. Default: --steps.", VIDEO)] = None,
+    next_steps: Annotated[int | None, option("Steps of every later frame (it starts from the warped previous "
+                                             "one). Default: half the first frame's.", VIDEO)] = None,
+    start: Annotated[float, typer.Option(rich_help_panel=VIDEO, help="Seconds to skip at the start.")] = 0.0,
+    duration: Annotated[float | None, option("Seconds to stylize. Default: to the end.", VIDEO)] = None,
+    every: Annotated[int, typer.Option(rich_help_panel=VIDEO, help="Keep every Nth frame.")] = 1,
+    codec: Annotated[str | None, option("Video codec (libx264, libx265, libvpx-vp9, prores_ks ...). Default: "
+                                        "the container's usual one that the installed encoder offers.",
+                                        VIDEO)] = None,
+    crf: Annotated[int | None, option("Quality for x264/x265/VP9 (lower is better; x264 default 18).",
+                                      VIDEO)] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", rich_help_panel=VIDEO,
+                                        help="Copy the audio stream (not re-encoded where the container can "
+                                             "hold it).")] = True,
+    frames_dir: Annotated[Path | None, option("Where finished frames are kept (resume). Default: OUT.frames.",
+                                              VIDEO)] = None,
+) -> None:
+    """Stylize the video IN with STYLE image(s), frame by frame with temporal consistency, into OUT.
+
+    Takes the artist's options of nst run (--size, --steps, --strength, --preserve-color, --style-loss,
+    --preset, --config ...). The frame rate, length, rotation and audio of IN are kept.
+    """
+    from nst_core.video import stylize_video
+    from nst_core.video.chain import DEFAULT_TEMPORAL_WEIGHT
+
+    reporter = _Progress(run_options.progress_mode(ctx.params))
+    with StopOnSignal() as stop:
+        try:
+            for param, flag in NOT_FOR_VIDEO.items():
+                if ctx.params.get(param):
+                    raise ConfigError(f"{flag} does not apply to nst video")
+            registries = load_registries(reporter.warning)
+            settings = resolve(run_options.command_line(ctx.params), run_options.config_file(ctx.params), registries)
+            result = stylize_video(
+                source, list(styles), output, settings.config, temporal=temporal,
+                temporal_weight=DEFAULT_TEMPORAL_WEIGHT if temporal_weight is None else temporal_weight,
+                long_term=_long_term(long_term), first_steps=first_steps, next_steps=next_steps, start=start,
+                duration=duration, every=every, codec=codec, crf=crf, copy_audio=audio, frames_dir=frames_dir,
+                registries=registries, on_progress=reporter, should_stop=stop)
+        except NSTError as exc:
+            reporter.error(str(exc), exit_codes.USER_ERROR)
+            raise
+        except Aborted as exc:
+            reporter.error(str(exc), exc.exit_code)
+            raise
+    for note in result.notes:
+        reporter.warning(note)
+    if reporter.jsonl:
+        reporter.emit("video-done", status=result.status, output=None if result.output is None else str(result.output),
+                      frames=result.info.frames, done=result.frames_done, elapsed=round(result.elapsed, 3),
+                      scene_cuts=list(result.scene_cuts))
+    if result.status == "stopped":
+        messages.say(f"interrupted by {stop.name}: {result.frames_done} of {result.info.frames} frames are in "
+                     f"{result.frames_dir}; run the same command to go on")
+        raise typer.Exit(stop.exit_code)
+    if not reporter.jsonl and not reporter.quiet:
+        messages.say(f"wrote {result.output} ({result.info.frames} frames in {duration(result.elapsed)})")

@@ -1,0 +1,88 @@
+"""`nst video` end to end in a real process: a clip with audio in, a stylized clip with the same
+frames, rate and audio out; jsonl events; resume after Ctrl-C; bad input in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+
+import pytest
+
+from nst_core.video.synthetic import texture_clip, write_clip
+
+from helpers import ENV, NST, STYLE, check_documented
+
+av = pytest.importorskip("av")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """6 frames of 48x64 at 12 fps with an AAC tone."""
+    path = tmp_path_factory.mktemp("clip") / "in.mp4"
+    write_clip(texture_clip(6, 48, 64).frames, str(path), fps=12)
+    return path
+
+
+def probe(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+    with av.open(str(path)) as container:
+        audio = [hashlib.md5(bytes(p)).hexdigest() for p in container.demux(container.streams.audio[0]) if p.size]
+        return frames, float(container.streams.video[0].average_rate), audio
+
+
+def nst_video(*args, timeout=600):
+    return subprocess.run([NST, "video", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_nst_video_keeps_frames_rate_and_audio_and_reports_each_frame(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    proc = nst_video(clip, STYLE, "-o", out, "--size", 64, "--steps", 4, "--progress", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    frames = [e for e in events if e["event"] == "frame"]
+    assert [e["done"] for e in frames] == [1, 2, 3, 4, 5, 6] and all(e["frames"] == 6 for e in frames)
+    assert events[-1]["event"] == "video-done" and events[-1]["status"] == "finished" and events[-1]["done"] == 6
+    for event in events:
+        check_documented(event)  # the schema in PROGRESS_JSONL.md
+    n, rate, audio = probe(out)
+    source_n, source_rate, source_audio = probe(clip)
+    assert (n, rate) == (source_n, source_rate) == (6, 12.0)
+    assert audio == source_audio and audio  # copied, not re-encoded
+    assert len(list((tmp_path / "out.mp4.frames").glob("*.png"))) == 6
+
+
+def test_nst_video_resumes_after_ctrl_c_with_every_frame_once(clip, tmp_path):
+    out = tmp_path / "out.mp4"
+    args = [NST, "video", clip, STYLE, "-o", out, "--size", 64, "--steps", 4, "--progress", "jsonl"]
+    proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "frame":  # one frame written: stop
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=300)
+    assert proc.returncode == 130 and not out.exists()
+    kept = sorted(p.name for p in (tmp_path / "out.mp4.frames").glob("*.png"))
+    assert 1 <= len(kept) < 6
+    again = nst_video(clip, STYLE, "-o", out, "--size", 64, "--steps", 4, "--progress", "jsonl")
+    assert again.returncode == 0, again.stderr
+    redone = [json.loads(line) for line in again.stdout.splitlines()]
+    assert sum(e["event"] == "frame" for e in redone) == 6 - len(kept)  # only the missing ones
+    assert probe(out)[0] == 6
+
+
+@pytest.mark.parametrize(("make_args", "message"), [
+    (lambda d: [d / "notes.mp4", STYLE, "-o", d / "o.mp4"], "notes.mp4"),
+    (lambda d: [d / "missing.mp4", STYLE, "-o", d / "o.mp4"], "missing.mp4"),
+    (lambda d: [d / "notes.mp4", STYLE, "-o", d / "o.mp4", "--mask", "m.png"], "--mask does not apply"),
+])
+def test_nst_video_bad_input_is_one_line_and_writes_nothing(tmp_path, make_args, message):
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    proc = nst_video(*make_args(tmp_path), "--size", 64, "--steps", 2)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nst: error: ") and message in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4"]
