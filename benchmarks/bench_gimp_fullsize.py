@@ -127,7 +127,7 @@ def main() -> None:
         f"(region {rw}×{rh}), {time.strftime('%Y-%m-%d')}",
         "",
         f"`python benchmarks/bench_gimp_fullsize.py --photo-size {args.photo_size} --selection {args.selection} "
-        f"--device {args.device}` on {torch.get_num_threads()} CPU threads"
+        f"--device {args.device}" + (f" --steps {args.steps}" if args.steps else "") + "` on {torch.get_num_threads()} CPU threads"
         + (f"; full-size working sizes {sizes}" if sizes else ""),
         "",
         "| result | style loss over the selection, full size | × the photo's | content loss | seconds |",
@@ -148,7 +148,7 @@ def main() -> None:
         sheet = Image.new("RGB", (3 * c + 2 * gap, c + label), "white")
         draw = ImageDraw.Draw(sheet)
         for k, (tile, name) in enumerate(zip(tiles, ("the photo", "before: 256 px, scaled up",
-                                                     f"now: full size ({rw}×{rh})"))):
+                                                     f"now: full size ({rw}x{rh})"))):
             sheet.paste(tile, (k * (c + gap), label))
             draw.text((k * (c + gap) + 4, 4), name, fill="black")
         sheet.save(args.crop_out, quality=92)

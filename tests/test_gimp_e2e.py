@@ -175,13 +175,17 @@ def test_engine_error_text_comes_from_the_engine(e2e):
 
 
 def test_missing_style_file_gets_the_filters_own_message(e2e):
-    # The style-file argument is declared with FileChooserAction.ANY, which GIMP does not check
-    # itself, so a script naming a missing file gets the filter's message naming it.
+    # style-path is a plain string GIMP does not check, so a script naming a missing file gets the
+    # filter's message naming it; the dialog's style-file (a file chooser, FileChooserAction.OPEN)
+    # is checked by GIMP itself before the filter runs, with GIMP's own calling error.
     out, _, _ = e2e
     rec = case(e2e, "missing-style")
     assert rec["status"] == "execution-error", rec
     assert rec["message"] == f"style image not found: {out / 'does-not-exist.png'}"
     assert rec["layers_after"] == 1
+    gimp_checked = case(e2e, "missing-style-file")
+    assert gimp_checked["status"] == "calling-error" and "style-file" in gimp_checked["message"]
+    assert gimp_checked["layers_after"] == 1
 
 
 def engine_runs(out: Path) -> list[list[str]]:

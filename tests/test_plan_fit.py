@@ -9,7 +9,6 @@ import torch
 import nst_core
 from nst_core import StyleConfig
 from nst_core import memory as memory_module
-from nst_core import planning
 from nst_core.errors import ConfigError, ResourceError
 from nst_core.planning import plan_sizes, steps_per_scale
 
@@ -85,14 +84,18 @@ def test_fit_memory_gives_up_when_nothing_fits():
 
 
 def test_plan_with_fit_memory_runs_the_lowered_size(content_64, style_64, builtin_registries, monkeypatch):
-    budget = int(memory_module.SAFETY * memory_module.estimate(36, 48, precision="float32", steps=2).total) + 1
+    def need(h, w):
+        return memory_module.plan_memory([(h, w)], precision="float32", device="cpu", steps=2, optimizer="lbfgs",
+                                         checkpoint=False, available=1 << 50,
+                                         style_sizes=[tuple(style_64.shape[-2:])]).estimate.total
+
+    budget = int(memory_module.SAFETY * (need(36, 48) + need(48, 64)) / 2)  # 64 px does not fit, 48 px does
     monkeypatch.setattr(memory_module, "available_bytes", lambda device: budget)
-    monkeypatch.setattr(planning, "available_bytes", lambda device: budget)
     cfg = config(size=64, steps=2, scales=1, fit_memory=True, checkpoint=False)
     with pytest.raises(ResourceError):
         nst_core.plan(content_64, style_64, cfg.replace(fit_memory=False), registries=builtin_registries)
     plan = nst_core.plan(content_64, style_64, cfg, registries=builtin_registries)
-    assert 32 <= plan.config.size < 64 and plan.requested.size == plan.config.size
+    assert 48 <= plan.config.size < 64 and plan.requested.size == plan.config.size
     assert plan.output_size[0] == plan.config.size and any("does not fit" in n for n in plan.notes)
     result = nst_core.run(plan)
     assert tuple(result.image.shape[-2:]) == (plan.output_size[1], plan.output_size[0])

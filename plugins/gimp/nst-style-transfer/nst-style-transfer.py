@@ -174,6 +174,11 @@ def style_source(config, workdir):
         path = os.path.join(workdir, "style.png")
         export_rgb_png(style_layer, 0, 0, style_layer.get_width(), style_layer.get_height(), path)
         return path, style_layer_label(style_layer)
+    style_path = (config.get_property("style-path") or "").strip()
+    if style_path:
+        if not os.path.isfile(style_path):
+            raise UserError(f"style image not found: {style_path}")
+        return style_path, style_path
     style_file = config.get_property("style-file")
     path = style_file.get_path() if style_file is not None else None
     if not path and style_file is not None and style_file.get_uri():
@@ -438,11 +443,15 @@ class NeuralStyleTransfer(Gimp.PlugIn):
             "of the brush strokes.",
             name)
         procedure.set_attribution("nst-core developers", "nst-core developers, MIT licence", "2025")
-        # ANY, not OPEN: GIMP checks an OPEN file argument before the plug-in runs and answers a
-        # script that names a missing file with a generic "value out of range"; the plug-in's own
-        # check says "style image not found: PATH".
         procedure.add_file_argument("style-file", "Style _image", "The painting whose style is applied",
-                                    Gimp.FileChooserAction.ANY, True, None, RW)
+                                    Gimp.FileChooserAction.OPEN, True, None, RW)
+        # For scripts: GIMP checks an OPEN file argument before the plug-in runs and answers a
+        # missing file with a generic "value out of range" (and with FileChooserAction.ANY the
+        # dialog shows no file chooser at all), so a plain path, which GIMP does not check, lets
+        # the filter say "style image not found: PATH". Not shown in the dialog.
+        procedure.add_string_argument("style-path", "Style image path",
+                                      "For scripts: the style image's path; overrides style-file, and a "
+                                      "missing file gets the filter's own message", "", RW)
         procedure.add_layer_argument("style-layer", "Or style la_yer",
                                      "An open layer to use as the style image instead of the file",
                                      True, RW)

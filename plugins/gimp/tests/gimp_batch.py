@@ -214,7 +214,8 @@ def main_cases():
         save_results()
 
 
-    error_case("missing-style", style_file=Gio.File.new_for_path(out("does-not-exist.png")), size=64, steps=2)
+    error_case("missing-style", style_path=out("does-not-exist.png"), size=64, steps=2)
+    error_case("missing-style-file", style_file=Gio.File.new_for_path(out("does-not-exist.png")), size=64, steps=2)
     error_case("not-an-image", style_file=Gio.File.new_for_path(out("not-an-image.jpg")), size=64, steps=2)
     error_case("no-style", size=64, steps=2)
     original = set_engine_python("/usr/bin/python3")  # GIMP's own Python: no nst-core
