@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast test-gimp clean
+.PHONY: venv demo lint test test-fast test-gimp clean
 
 $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nst run examples/tubingen.jpg examples/starry_night.jpg -o demo.png --size 256 --steps 200 --seed 1
 	@echo "wrote demo.png"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

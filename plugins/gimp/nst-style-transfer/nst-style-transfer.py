@@ -471,7 +471,8 @@ class NeuralStyleTransfer(Gimp.PlugIn):
             "preserve-color", "Keep colo_urs", "Keep the layer's own colours and take only the style's texture",
             _choice([("none", "No: take the painting's colours", ""),
                      ("luminance", "Yes: style only the brightness", "Gatys et al. 2016, luminance-only transfer"),
-                     ("histogram", "Yes: recolour the painting first", "Match the style image's colours to the layer")]),
+                     ("histogram", "Yes: recolour the painting first",
+                      "Match the style image's colours to the layer")]),
             "none", RW)
         procedure.add_int_argument("size", "_Working size limit",
                                    "Largest side the engine works at, in pixels (0 = the quality's: 512 for "

@@ -670,7 +670,8 @@ EXIT_MEANINGS = {
 }
 
 
-def failure_message(returncode: int | None, state: EngineEvents, stderr_line: str, engine: EngineLocation | None) -> str:
+def failure_message(returncode: int | None, state: EngineEvents, stderr_line: str,
+                    engine: EngineLocation | None) -> str:
     """One line for GIMP's error message: the engine's own words first, then what we know."""
     if state.error:
         return f"Neural style transfer failed: {state.error}"

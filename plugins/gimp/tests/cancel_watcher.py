@@ -2,7 +2,8 @@
 
 Started in the background by run_gimp_e2e.sh (on the host, outside the chroot). It waits for the
 engine process whose command line names MARKER (the e2e's "cancel" case uses a style file of that
-path, inside this run's own folder, so concurrent runs do not see each other's engines), gives it a moment to get going, then SIGKILLs only its parent, the plug-in, as GIMP does
+path, inside this run's own folder, so concurrent runs do not see each other's engines), gives it
+a moment to get going, then SIGKILLs only its parent, the plug-in, as GIMP does
 when the user presses Cancel (GIMP kills the plug-in's process group when the plug-in leads one;
 killing only the plug-in is the harder case: the engine must then die by PR_SET_PDEATHSIG).
 Writes OUT/cancel.json: the pids, whether the plug-in led its own process group (os.setpgid in
