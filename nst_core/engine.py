@@ -262,6 +262,7 @@ def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], c
     return run(planned, on_progress=on_progress, should_stop=should_stop, resume=resume)
 
 
+# over 60 lines: its docstring and one flat loop over the steps, kept whole so the loop reads top to bottom
 def _optimize_scale(running: _Running, x0: Tensor, *, scale: tuple[int, int],
                     on_progress: Callable[[Progress], None] | None, should_stop: Callable[[], bool] | None,
                     out: _ScaleOutcome) -> _ScaleOutcome:

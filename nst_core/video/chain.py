@@ -470,6 +470,7 @@ def _check_output(output: str | os.PathLike | None, codec: str | None) -> None:
         choose_codec(path, codec)
 
 
+# over 60 lines: half of it is the docstring of every argument
 def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource | Sequence[ImageSource],
                   output: str | os.PathLike | None = None, config: StyleConfig | None = None, *,
                   temporal: bool = True, temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
