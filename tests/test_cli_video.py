@@ -53,6 +53,9 @@ def test_nst_video_keeps_frames_rate_and_audio_and_reports_each_frame(clip, tmp_
     assert (n, rate) == (source_n, source_rate) == (6, 12.0)
     assert audio == source_audio and audio  # copied, not re-encoded
     assert len(list((tmp_path / "out.mp4.frames").glob("*.png"))) == 6
+    again = nst_video(clip, STYLE, "-o", out, "--size", 64, "--steps", 4, "--progress", "plain")  # all frames kept
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith(f"nst: wrote {out} (6 frames in "), again.stderr
 
 
 def test_nst_video_resumes_after_ctrl_c_with_every_frame_once(clip, tmp_path):

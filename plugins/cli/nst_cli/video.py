@@ -20,7 +20,8 @@ from nst_core.errors import ConfigError
 
 from nst_cli import exit_codes, messages, run_options
 from nst_cli.registries import load_registries
-from nst_cli.render import ProgressMode, duration
+from nst_cli.render import ProgressMode
+from nst_cli.render import duration as format_duration
 from nst_cli.run_options import OUTPUT, option
 from nst_cli.settings import resolve
 from nst_cli.signals import Aborted, StopOnSignal
@@ -67,7 +68,7 @@ class _Progress:
                       frames_per_minute=round(p.frames_per_minute, 3),
                       eta=None if p.eta is None else round(p.eta, 3), scene_cut=p.scene_cut)
         elif not self.quiet:
-            eta = f", about {duration(p.eta)} left" if p.eta is not None and p.done < p.frames else ""
+            eta = f", about {format_duration(p.eta)} left" if p.eta is not None and p.done < p.frames else ""
             cut = " (scene cut: the chain restarts)" if p.scene_cut else ""
             print(f"frame {p.done}/{p.frames}{cut}, {p.frames_per_minute:.2f} frames/min{eta}", file=sys.stderr,
                   flush=True)
@@ -170,4 +171,4 @@ def video(
                      f"{result.frames_dir}; run the same command to go on")
         raise typer.Exit(stop.exit_code)
     if not reporter.jsonl and not reporter.quiet:
-        messages.say(f"wrote {result.output} ({result.info.frames} frames in {duration(result.elapsed)})")
+        messages.say(f"wrote {result.output} ({result.info.frames} frames in {format_duration(result.elapsed)})")
