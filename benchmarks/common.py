@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` as well as `python -m 
 from nst_core.planning import working_shape  # noqa: E402
 from nst_core.image import read_image, resize, save_image  # noqa: E402
 
-from benchmarks.evaluator import LAYERS, STYLE_LAYERS, PlainVGG19, layer_weights  # noqa: E402
+from benchmarks.evaluator import LAYERS, STYLE_LAYERS, Evaluator, PlainVGG19, layer_weights  # noqa: E402, F401 - Evaluator: re-exported for the bench scripts
 
 CONTENT = ROOT / "examples" / "tubingen.jpg"
 STYLE = ROOT / "examples" / "starry_night.jpg"

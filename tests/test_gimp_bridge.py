@@ -9,6 +9,7 @@ apart unnoticed. The GIMP side is tested in a real GIMP by test_gimp_e2e.py.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 import py_compile
@@ -173,6 +174,124 @@ def test_qualities_are_described_by_what_they_produce():
     assert list(bridge.QUALITIES) == ["preview", "full", "full-detail"] and bridge.DEFAULT_QUALITY == "full"
     assert "512 px" in bridge.QUALITIES["preview"].label
     assert all(q.size is None and "Full size" in q.label for n, q in bridge.QUALITIES.items() if n != "preview")
+
+
+def test_engine_environment_drops_gimps_python_variables():
+    env = bridge.engine_environment({"PYTHONHOME": "/gimp", "PYTHONPATH": "/gimp/lib", "HOME": "/h"})
+    assert "PYTHONHOME" not in env and "PYTHONPATH" not in env
+    assert env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the engine
+# ---------------------------------------------------------------------------------------------
+
+
+def test_find_engine_prefers_the_environment(tmp_path):
+    (tmp_path / bridge.CONFIG_NAME).write_text(json.dumps({"python": "/from/config"}))
+    found = bridge.find_engine(str(tmp_path), {bridge.ENV_PYTHON: "/from/env"})
+    assert (found.python, found.source) == ("/from/env", "NST_GIMP_PYTHON")
+    found = bridge.find_engine(str(tmp_path), {})
+    assert found.python == "/from/config" and found.source.endswith(bridge.CONFIG_NAME)
+
+
+def test_find_engine_without_install_says_what_to_do(tmp_path):
+    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
+        bridge.find_engine(str(tmp_path), {})
+    (tmp_path / bridge.CONFIG_NAME).write_text("{not json")
+    with pytest.raises(bridge.BridgeError, match="nst gimp install"):
+        bridge.find_engine(str(tmp_path), {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+RUN_EVENTS = [
+    {"event": "start", "version": "0.1.0", "device": "cpu", "precision": "bf16", "seed": 1,
+     "sizes": [[91, 64], [128, 90]],
+     "total": 4, "output": "/t/o.png"},
+    {"event": "step", "step": 1, "total": 4, "scale": 1, "scales": 2, "size": [91, 64], "loss": 9.0,
+     "terms": {"content": 0.0, "gram": 9.0}, "elapsed": 2.0, "eta": 125.0},
+    {"event": "warning", "message": "style image is small;\n upscaled"},
+    {"event": "step", "step": 4, "total": 4, "scale": 2, "scales": 2, "size": [128, 90], "loss": 1.0,
+     "terms": {}, "elapsed": 8.0, "eta": 0.0},
+    {"event": "saved", "path": "/t/o.png", "step": 4},
+    {"event": "done", "output": "/t/o.png", "status": "finished", "message": "finished", "steps": 4,
+     "elapsed": 8.1, "loss": 1.0, "seed": 1},
+]
+
+
+def test_parse_event_ignores_non_events():
+    for line in ["", "hello", "{", "[1, 2]", '{"no": "event"}', '{"event": 3}', "Downloading... 10%"]:
+        assert bridge.parse_event(line) is None
+    assert bridge.parse_event(' {"event": "step", "step": 1}\n') == {"event": "step", "step": 1}
+
+
+def test_engine_events_turn_into_progress_text():
+    state = bridge.EngineEvents()
+    texts = [state.feed(event) for event in RUN_EVENTS]
+    assert texts[0] == "Style transfer: starting 4 steps on cpu (bf16), 91\u00d764 \u2192 128\u00d790"  # the plan
+    assert state.sizes == ((91, 64), (128, 90)) and state.precision == "bf16"
+    assert texts[1] == "Style transfer: step 1/4, scale 1/2 (91\u00d764), about 2 min 05 s left"
+    assert texts[2] is None and state.warnings == ["style image is small; upscaled"]
+    assert texts[3] == "Style transfer: step 4/4, scale 2/2 (128\u00d790)"  # no "0 s left" at the end
+    assert texts[5] == "Style transfer: done"
+    assert state.fraction == 1.0 and state.status == "finished" and state.output == "/t/o.png"
+    assert state.error is None and state.seed == 1
+
+
+def test_engine_events_fraction_before_start_and_midway():
+    state = bridge.EngineEvents()
+    assert state.fraction == 0.0
+    assert state.feed({"event": "start", "total": 8, "sizes": [[1, "x"]]}) == "Style transfer: starting 8 steps"
+    state.feed({"event": "step", "step": 2, "total": 8})
+    assert state.fraction == 0.25
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, ""), (float("nan"), ""), (-1, ""), ("x", ""), (0, "0 s"), (59.4, "59 s"), (75, "1 min 15 s"),
+    (3600 * 2 + 60 * 5, "2 h 05 min")])
+def test_format_duration(seconds, text):
+    assert bridge.format_duration(seconds) == text
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_failure_message_prefers_the_engines_own_words():
+    state = bridge.EngineEvents()
+    state.feed({"event": "error", "message": "style.jpg: no such file;\ncheck the path", "exit_code": 1})
+    message = bridge.failure_message(1, state, "nst: error: something else", None)
+    assert message == "Neural style transfer failed: style.jpg: no such file; check the path"
+
+
+def test_failure_message_falls_back_to_stderr_then_exit_code():
+    engine = bridge.EngineLocation("/venv/bin/python", "NST_GIMP_PYTHON")
+    state = bridge.EngineEvents()
+    assert "No module named nst_cli" in bridge.failure_message(1, state, "/usr/bin/python3: No module named nst_cli",
+                                                               engine)
+    assert "killed by SIGKILL" in bridge.failure_message(-9, state, "", engine)
+    message = bridge.failure_message(2, state, "", engine)
+    assert "exit code 2" in message and "/venv/bin/python" in message
+
+
+def test_stderr_tail_finds_the_exception_line(tmp_path):
+    path = tmp_path / "err.txt"
+    path.write_text(textwrap.dedent("""\
+        nst: warning: something harmless
+        Traceback (most recent call last):
+          File "/x/y.py", line 3, in <module>
+            import torch
+        ModuleNotFoundError: No module named 'torch'
+
+        """))
+    assert bridge.stderr_tail(str(path)) == "ModuleNotFoundError: No module named 'torch'"
+    assert bridge.stderr_tail(str(tmp_path / "missing.txt")) == ""
+    path.write_text("x" * 100000 + "\nlast words\n")
+    assert bridge.stderr_tail(str(path)) == "last words"
 
 
 def test_stderr_tail_reads_a_usage_error_box(tmp_path):
