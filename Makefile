@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,ray,video]'
+	$(BIN)/pip install --quiet -e '.[test,ray,video,bench]'
 	$(BIN)/pip install --quiet ./tests/plugin_example
 	touch $(STAMP)
 
