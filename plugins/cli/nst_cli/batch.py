@@ -36,9 +36,10 @@ from nst_cli.batch_plan import (DEFAULT_NAME, NAME_FIELDS, SUMMARY, BatchJob, Di
 from nst_cli.batch_render import BatchInfo, BatchReporter, BatchTally, make_batch_reporter
 from nst_cli.record import cli_fields
 from nst_cli.registries import load_registries
+from nst_cli.reported import reported_errors
 from nst_cli.run_options import OUTPUT, option
 from nst_cli.settings import RunSettings, resolve
-from nst_cli.signals import Aborted, StopOnSignal
+from nst_cli.signals import StopOnSignal
 from nst_cli.tables import print_table
 
 JOBS = "Jobs and output names"
@@ -367,7 +368,7 @@ def batch(
     if f".{fmt.lower().lstrip('.')}" not in FORMATS:
         raise typer.BadParameter(f"{fmt!r}: use png, jpg, webp or tif", param_hint="'--format'")
     with make_batch_reporter(run_options.progress_mode(ctx.params)) as reporter, StopOnSignal() as stop:
-        try:
+        with reported_errors(reporter):
             registries = load_registries(reporter.warning)
             command_line = run_options.command_line(ctx.params)
             config_file = run_options.config_file(ctx.params)
@@ -382,16 +383,6 @@ def batch(
             tally, code = run_jobs(jobs, outdir, lambda: _executor(ray, ray_address, device, workers,
                                                                    cpus_per_worker, registries),
                                    reporter, stop, force=force)
-        except NSTError as exc:
-            reporter.error(str(exc), exit_codes.USER_ERROR)
-            raise
-        except Aborted as exc:
-            reporter.error(str(exc), exc.exit_code)
-            raise
-        except Exception as exc:
-            reporter.error(f"internal error (a bug: please report it with the traceback): "
-                           f"{type(exc).__name__}: {exc}", exit_codes.USER_ERROR)
-            raise
     if code == exit_codes.SOME_FAILED:
         messages.error(f"{tally.failed} of {tally.total} items failed (the others were written); see "
                        f"nst batch --status {outdir}")

@@ -29,10 +29,11 @@ from nst_cli.output_guard import intermediate_path
 from nst_cli.record import RunRecord, cli_fields, load_record, sidecar_path
 from nst_cli.registries import load_registries
 from nst_cli.render import Outcome, Reporter, RunInfo, make_reporter
+from nst_cli.reported import reported_errors
 from nst_cli.resume_file import ResumeFile
 from nst_cli.run_options import FILES, OUTPUT
 from nst_cli.settings import RunSettings, resolve
-from nst_cli.signals import Aborted, StopOnSignal
+from nst_cli.signals import StopOnSignal
 
 def check_output(output: Path, inputs: Iterable[Path], *, record: bool = False, resume: bool = False,
                  save_every: int | None = None, total: int | None = None) -> None:
@@ -298,19 +299,9 @@ def run(
     command_line = run_options.command_line(ctx.params)
     config = run_options.config_file(ctx.params)
     with make_reporter(run_options.progress_mode(ctx.params)) as reporter, StopOnSignal() as stop:
-        try:
+        with reported_errors(reporter):
             job = prepare(content, tuple(styles or ()), output, command_line, config, reporter, from_record, resume)
             outcome, code = execute(job, reporter, stop)
-        except NSTError as exc:
-            reporter.error(str(exc), exit_codes.USER_ERROR)
-            raise
-        except Aborted as exc:
-            reporter.error(str(exc), exc.exit_code)
-            raise
-        except Exception as exc:
-            reporter.error(f"internal error (a bug: please report it with the traceback): "
-                           f"{type(exc).__name__}: {exc}", exit_codes.USER_ERROR)
-            raise
         reporter.done(outcome)
     if code != exit_codes.OK:
         raise typer.Exit(code)

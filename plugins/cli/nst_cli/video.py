@@ -15,16 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from nst_core import NSTError
 from nst_core.errors import ConfigError
 
-from nst_cli import exit_codes, messages, run_options
+from nst_cli import messages, run_options
 from nst_cli.registries import load_registries
 from nst_cli.render import ProgressMode
 from nst_cli.render import duration as format_duration
+from nst_cli.reported import reported_errors
 from nst_cli.run_options import OUTPUT, option
 from nst_cli.settings import resolve
-from nst_cli.signals import Aborted, StopOnSignal
+from nst_cli.signals import StopOnSignal
 
 VIDEO = "Video"
 
@@ -142,7 +142,7 @@ def video(
 
     reporter = _Progress(run_options.progress_mode(ctx.params))
     with StopOnSignal() as stop:
-        try:
+        with reported_errors(reporter):
             for param, flag in NOT_FOR_VIDEO.items():
                 if ctx.params.get(param):
                     raise ConfigError(f"{flag} does not apply to nst video")
@@ -154,12 +154,6 @@ def video(
                 long_term=_long_term(long_term), first_steps=first_steps, next_steps=next_steps, start=start,
                 duration=duration, every=every, codec=codec, crf=crf, copy_audio=audio, frames_dir=frames_dir,
                 registries=registries, on_progress=reporter, should_stop=stop)
-        except NSTError as exc:
-            reporter.error(str(exc), exit_codes.USER_ERROR)
-            raise
-        except Aborted as exc:
-            reporter.error(str(exc), exc.exit_code)
-            raise
     for note in result.notes:
         reporter.warning(note)
     if reporter.jsonl:
