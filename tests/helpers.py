@@ -5,6 +5,7 @@ jsonl event shapes, and running a block as an unprivileged user."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from nst_core.image import read_image, resize
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 NST = Path(sys.executable).with_name("nst")
+GIMP_PLUGIN_DIR = ROOT / "plugins" / "gimp" / "nst-style-transfer"
 ENV = {k: v for k, v in os.environ.items() if k not in ("NST_DEBUG", "NST_DISABLE_PLUGINS")}
 """The environment for `nst` subprocesses: no --debug, plug-ins on."""
 CONTENT = EXAMPLES / "tubingen.jpg"
@@ -106,3 +108,15 @@ def as_unprivileged_user():
     finally:
         os.seteuid(0)
         os.setegid(0)
+
+
+def load_bridge():
+    """The GIMP plug-in's bridge module (GIMP's side, no torch), imported from its file once."""
+    if "nst_gimp_bridge" in sys.modules:
+        return sys.modules["nst_gimp_bridge"]
+    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", GIMP_PLUGIN_DIR / "nst_gimp_bridge.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module

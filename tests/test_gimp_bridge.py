@@ -8,7 +8,6 @@ apart unnoticed. The GIMP side is tested in a real GIMP by test_gimp_e2e.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -23,19 +22,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PLUGIN_DIR = REPO / "plugins" / "gimp" / "nst-style-transfer"
+from helpers import GIMP_PLUGIN_DIR as PLUGIN_DIR, ROOT as REPO, load_bridge
 
-
-def _load_bridge():
-    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", PLUGIN_DIR / "nst_gimp_bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bridge = _load_bridge()
+bridge = load_bridge()
 
 
 def engine_python(tmp_path: Path) -> str:

@@ -7,9 +7,7 @@ the real ``nst gimp estimate`` and the real engine's planning.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 import sys
 
 import numpy as np
@@ -24,19 +22,9 @@ from nst_core.planning import plan_sizes
 from nst_cli import estimate
 from nst_cli.app import app
 
-REPO = Path(__file__).resolve().parent.parent
-PLUGIN_DIR = REPO / "plugins" / "gimp" / "nst-style-transfer"
+from helpers import ROOT as REPO, load_bridge
 
-
-def _load_bridge():
-    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", PLUGIN_DIR / "nst_gimp_bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bridge = _load_bridge()
+bridge = load_bridge()
 FAKE = estimate.Calibration(device="cpu", precision="float32", a=0.05, b=2e-6, start=3.0, sizes=(256, 512),
                             measured=(0.18, 0.57))
 

@@ -8,7 +8,6 @@ through a stand-in flatpak-spawn is in tests/test_gimp_e2e.py; Windows is not ru
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 from pathlib import Path
 import subprocess
 import sys
@@ -19,19 +18,9 @@ from typer.testing import CliRunner
 from nst_cli import gimp
 from nst_cli.app import app
 
-REPO = Path(__file__).resolve().parent.parent
-PLUGIN_DIR = REPO / "plugins" / "gimp" / "nst-style-transfer"
+from helpers import load_bridge
 
-
-def _load_bridge():
-    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", PLUGIN_DIR / "nst_gimp_bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bridge = _load_bridge()
+bridge = load_bridge()
 ARGV = ["/home/u/venv/bin/python", "-u", "-m", "nst_cli", "run", "c.png", "s.png", "-o", "o.png"]
 
 

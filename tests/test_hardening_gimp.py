@@ -4,26 +4,15 @@ name with a huge number does not crash the filter."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 import subprocess
 import sys
 import time
 
-REPO = Path(__file__).resolve().parent.parent
-PLUGIN_DIR = REPO / "plugins" / "gimp" / "nst-style-transfer"
+from helpers import load_bridge
 
-
-def _load_bridge():
-    spec = importlib.util.spec_from_file_location("nst_gimp_bridge", PLUGIN_DIR / "nst_gimp_bridge.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bridge = _load_bridge()
+bridge = load_bridge()
 
 
 def _dead_pid() -> int:
