@@ -8,9 +8,7 @@ to stderr; :class:`BatchJsonlReporter` writes only JSON lines on stdout (PROGRES
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-import json
 import math
 from pathlib import Path
 import sys
@@ -20,7 +18,7 @@ from typing import Any
 from nst_core.batch import ItemEvent, ItemResult
 
 from nst_cli import messages
-from nst_cli.render import ProgressMode, _finite, duration
+from nst_cli.render import JsonlStream, ProgressMode, duration
 
 
 @dataclass(frozen=True)
@@ -231,23 +229,8 @@ def _path(path: Path | None) -> str | None:
     return None if path is None else str(Path(path).absolute())
 
 
-class BatchJsonlReporter(BatchReporter):
-    """One JSON object per line on stdout (PROGRESS_JSONL.md); anything else printed goes to stderr."""
-
-    def __init__(self) -> None:
-        self._out = sys.stdout
-        self._redirect = contextlib.redirect_stdout(sys.stderr)
-
-    def __enter__(self) -> BatchJsonlReporter:
-        self._redirect.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._redirect.__exit__(None, None, None)
-
-    def _emit(self, event: str, **fields: Any) -> None:
-        self._out.write(json.dumps({"event": event, **_finite(fields)}, allow_nan=False) + "\n")
-        self._out.flush()
+class BatchJsonlReporter(JsonlStream, BatchReporter):
+    """``nst batch``'s events as a :class:`~nst_cli.render.JsonlStream`."""
 
     def begin(self, info: BatchInfo) -> None:
         self.rate = Rate(info.todo)

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from nst_core import Progress
 
@@ -230,18 +230,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
-class JsonlReporter(Reporter):
+_Stream = TypeVar("_Stream", bound="JsonlStream")
+
+
+class JsonlStream:
     """One JSON object per line on stdout, flushed at once (see PROGRESS_JSONL.md).
 
     Inside ``with``, anything else printed to ``sys.stdout`` (a chatty plug-in) goes to stderr,
-    so stdout carries only the events.
+    so stdout carries only the events. Non-finite numbers are written as null.
     """
 
     def __init__(self) -> None:
         self._out = sys.stdout
         self._redirect = contextlib.redirect_stdout(sys.stderr)
 
-    def __enter__(self) -> JsonlReporter:
+    def __enter__(self: _Stream) -> _Stream:
         self._redirect.__enter__()
         return self
 
@@ -252,6 +255,11 @@ class JsonlReporter(Reporter):
         line = json.dumps({"event": event, **_finite(fields)}, allow_nan=False)
         self._out.write(line + "\n")
         self._out.flush()
+
+
+
+class JsonlReporter(JsonlStream, Reporter):
+    """``nst run``'s events as a :class:`JsonlStream`."""
 
     def start(self, run: RunInfo) -> None:
         self._emit("start", version=run.version, device=run.device, precision=run.precision, seed=run.seed,
