@@ -8,7 +8,6 @@ frames so the same command goes on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 import sys
 from typing import Annotated, Any
@@ -19,7 +18,7 @@ from nst_core.errors import ConfigError
 
 from nst_cli import messages, run_options
 from nst_cli.registries import load_registries
-from nst_cli.render import ProgressMode
+from nst_cli.render import JsonlStream, ProgressMode
 from nst_cli.render import duration as format_duration
 from nst_cli.reported import reported_errors
 from nst_cli.run_options import OUTPUT, option
@@ -50,15 +49,26 @@ NOT_FOR_VIDEO = {"mask": "--mask", "save_every": "--save-every", "checkpoint_eve
 """Options of `nst run` that do not apply to a video (each frame's start is the chain's)."""
 
 
-class _Progress:
-    """Frames done / total, frames per minute and ETA: a line per frame on stderr, or jsonl."""
+class _Progress(JsonlStream):
+    """Frames done / total, frames per minute and ETA: a line per frame on stderr, or jsonl (a
+    :class:`~nst_cli.render.JsonlStream`: inside ``with``, other prints go to stderr)."""
 
     def __init__(self, mode: ProgressMode) -> None:
+        super().__init__()
         self.jsonl = mode == ProgressMode.jsonl
         self.quiet = mode == ProgressMode.none
 
+    def __enter__(self) -> _Progress:
+        if self.jsonl:
+            super().__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.jsonl:
+            super().__exit__(*exc_info)
+
     def emit(self, event: str, **fields: Any) -> None:
-        print(json.dumps({"event": event, **fields}), flush=True)
+        self._emit(event, **fields)
 
     def __call__(self, p: Any) -> None:
         if p.kind != "frame":
@@ -140,8 +150,7 @@ def video(
     from nst_core.video import stylize_video
     from nst_core.video.chain import DEFAULT_TEMPORAL_WEIGHT
 
-    reporter = _Progress(run_options.progress_mode(ctx.params))
-    with StopOnSignal() as stop:
+    with _Progress(run_options.progress_mode(ctx.params)) as reporter, StopOnSignal() as stop:
         with reported_errors(reporter):
             for param, flag in NOT_FOR_VIDEO.items():
                 if ctx.params.get(param):
@@ -154,15 +163,16 @@ def video(
                 long_term=_long_term(long_term), first_steps=first_steps, next_steps=next_steps, start=start,
                 duration=duration, every=every, codec=codec, crf=crf, copy_audio=audio, frames_dir=frames_dir,
                 registries=registries, on_progress=reporter, should_stop=stop)
-    for note in result.notes:
-        reporter.warning(note)
-    if reporter.jsonl:
-        reporter.emit("video-done", status=result.status, output=None if result.output is None else str(result.output),
-                      frames=result.info.frames, done=result.frames_done, elapsed=round(result.elapsed, 3),
-                      scene_cuts=list(result.scene_cuts))
-    if result.status == "stopped":
-        messages.say(f"interrupted by {stop.name}: {result.frames_done} of {result.info.frames} frames are in "
-                     f"{result.frames_dir}; run the same command to go on")
-        raise typer.Exit(stop.exit_code)
+        for note in result.notes:
+            reporter.warning(note)
+        if reporter.jsonl:
+            written = None if result.output is None else str(result.output)
+            reporter.emit("video-done", status=result.status, output=written,
+                          frames=result.info.frames, done=result.frames_done, elapsed=round(result.elapsed, 3),
+                          scene_cuts=list(result.scene_cuts))
+        if result.status == "stopped":
+            messages.say(f"interrupted by {stop.name}: {result.frames_done} of {result.info.frames} frames are in "
+                         f"{result.frames_dir}; run the same command to go on")
+            raise typer.Exit(stop.exit_code)
     if not reporter.jsonl and not reporter.quiet:
         messages.say(f"wrote {result.output} ({result.info.frames} frames in {format_duration(result.elapsed)})")
