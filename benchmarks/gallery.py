@@ -4,7 +4,7 @@ Each image is made by the command line printed next to it (also written to galle
 README shows exactly how to get it. On a GPU the whole gallery takes a few minutes; on a CPU an
 hour or more.
 
-    python benchmarks/gallery.py --out docs/gallery --device cuda [--steps 300] [--only styles,losses]
+    python benchmarks/gallery.py --out docs/gallery --device cuda [--steps 300] [--size 512] [--only styles,losses]
 """
 
 from __future__ import annotations
@@ -73,16 +73,19 @@ SHEETS: dict[str, list[Entry]] = {
 THUMB_HEIGHT = 256
 
 
-def arguments(entry: Entry, out: Path, device: str, steps: int) -> list[str]:
+def arguments(entry: Entry, out: Path, device: str, steps: int, size: int = 0) -> list[str]:
     """The `nst` arguments of an entry (run in this process: torch is imported once)."""
     args = ["run", *entry.args, "-o", str(out), "--seed", "1", "--device", device, "--progress", "none"]
     if steps:
         args += ["--steps", str(steps)]
+    if size and "--size" not in entry.args:
+        args += ["--size", str(size)]
     return args
 
 
-def shown(entry: Entry, steps: int) -> str:
+def shown(entry: Entry, steps: int, size: int = 0) -> str:
     extra = f" --steps {steps}" if steps else ""
+    extra += f" --size {size}" if size and "--size" not in entry.args else ""
     return "nst run " + " ".join(shlex.quote(a) for a in entry.args) + f" -o {entry.name}.jpg --seed 1{extra}"
 
 
@@ -115,6 +118,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "gallery")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=0, help="steps per scale (0: the default, 500)")
+    parser.add_argument("--size", type=int, default=0, help="output size of the entries that set none (0: 512)")
     parser.add_argument("--only", default="", help="comma-separated sheet names, in the order to make them")
     parser.add_argument("--keep", type=Path, default=None, help="also keep each result here (full size)")
     options = parser.parse_args()
@@ -137,13 +141,14 @@ def main() -> int:
         for entry in SHEETS[sheet_name]:
             out = work / f"{entry.name}.png"
             started = time.perf_counter()
-            done = runner.invoke(app, arguments(entry, out, options.device, options.steps))
+            done = runner.invoke(app, arguments(entry, out, options.device, options.steps, options.size))
             seconds = time.perf_counter() - started
             if done.exit_code != 0:
                 print(f"{entry.name}: failed ({done.exit_code}): {done.output.strip()[-500:]}", flush=True)
                 continue
             print(f"{entry.name}: {seconds:.1f} s", flush=True)
-            lines.append(f"| {sheet_name} | {entry.label} | `{shown(entry, options.steps)}` | {seconds:.0f} |")
+            lines.append(f"| {sheet_name} | {entry.label} | `{shown(entry, options.steps, options.size)}` | "
+                         f"{seconds:.0f} |")
             tiles.append(thumbnail(out, entry.label))
         if tiles:
             compose(tiles, columns=3).save(options.out / f"{sheet_name}.jpg", quality=88)

@@ -164,7 +164,25 @@ def check_backbone(what: str, backbone: object, truncated_to: Collection[str] | 
     if backbone.memory_profile is not None and not isinstance(backbone.memory_profile, MemoryProfile):
         raise PluginError(f"{what} declares memory_profile {backbone.memory_profile!r:.60}; expected a "
                           f"nst_core.MemoryProfile or None")
+    scales = backbone.weight_scales
+    if not isinstance(scales, Mapping) or any(role not in ("content", "style", "image") for role in scales):
+        raise PluginError(f"{what} declares weight_scales {scales!r:.80}; expected a dict {{role: factor}} with "
+                          f"roles 'content', 'style', 'image'")
+    for role, value in scales.items():
+        check_weight_scale(f"{what} (weight_scales[{role!r}])", value)
     return backbone
+
+
+def check_weight_scale(what: str, value: object) -> float:
+    """A declared weight factor (:attr:`LossTerm.weight_scale`, a value of
+    :attr:`Backbone.weight_scales`), checked: a finite number > 0.
+
+    :raises PluginError: naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise PluginError(f"{what} declares a weight scale of {value!r:.60}; it must be a finite number > 0 "
+                          f"(1.0: as strong as the Gram loss on vgg19)")
+    return float(value)
 
 
 def measure_memory_profile(backbone: Backbone, layers: Collection[str], device: torch.device | str = "cpu",

@@ -218,7 +218,8 @@ def _result(running: _Running, x: Tensor, status: Status, message: str, last_val
                        loss=last_values[0] if last_values else math.nan, terms=terms,
                        elapsed=time.perf_counter() - running.started, device=str(plan.device), sizes=plan.sizes,
                        config=plan.requested, notes=tuple(running.notes), recoveries=running.recoveries,
-                       state=stopped_at, plugins=plan.plugins)
+                       state=stopped_at, plugins=plan.plugins,
+                       weights={t.name: t.effective_weight for t in running.terms})
 
 
 def stylize(content: ImageSource, styles: ImageSource | Sequence[ImageSource], config: StyleConfig | None = None,
@@ -373,5 +374,5 @@ def _objective(running: _Running, x: Tensor, progress: float) -> tuple[Tensor, l
         assert t.loss is not None, "bind_targets binds every term before the scale's first step"
         what = f"loss term {t.name!r} from {t.label}"
         value = check_loss_value(what, call_plugin(what, t.loss, x, features, weights), x)
-        parts.append(t.weight * value)
+        parts.append(t.effective_weight * value)
     return torch.stack(parts).sum() if parts else x.sum() * 0, parts

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from nst_core.config import LossSpec, StyleConfig, config_from_preset
 from nst_core.contract import (call_plugin, check_backbone, check_features, check_layer_weights,
-                               measure_memory_profile, one_line, plugin_label)
+                               check_weight_scale, measure_memory_profile, one_line, plugin_label)
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError, PluginError, ResourceError, UnknownNameError
 from nst_core.image import ImageSource, fit_longest_side
@@ -152,6 +152,15 @@ class BoundTerm:
     loss: BoundLoss | None = None
     schedule_label: str = ""
     """``layer schedule 'x' from plug-in 'p' (dist 1.0)``, for messages (when ``schedule`` varies)."""
+    scale: float = 1.0
+    """The declared factors on ``weight``: the term's :attr:`LossTerm.weight_scale` times the
+    backbone's :attr:`Backbone.weight_scales` for the term's role (1.0 for gram and content on
+    vgg19)."""
+
+    @property
+    def effective_weight(self) -> float:
+        """``weight · scale``: the factor of the term's value in J(G), what the engine multiplies."""
+        return self.weight * self.scale
 
     def layer_weights(self, layers: Sequence[str], channels: Mapping[str, int], progress: float) -> dict[str, float]:
         """λ[l] for ``layers`` at ``progress`` (fraction of the scale's steps done, in [0, 1]);
@@ -176,11 +185,13 @@ class LayerInfo:
     channels: Mapping[str, int]
     default_content: tuple[str, ...]
     default_style: tuple[str, ...]
+    weight_scales: Mapping[str, float] = field(default_factory=dict)
+    """The backbone's declared :attr:`Backbone.weight_scales` (checked by ``check_backbone``)."""
 
     @classmethod
     def of(cls, backbone: Backbone) -> LayerInfo:
         return cls(tuple(backbone.layer_names), dict(backbone.channels), tuple(backbone.default_content_layers),
-                   tuple(backbone.default_style_layers))
+                   tuple(backbone.default_style_layers), dict(backbone.weight_scales))
 
 
 @dataclass
@@ -302,8 +313,9 @@ def resolve_term(spec: LossSpec, config: StyleConfig, registries: Registries, in
         if not schedule.varies:
             what = f"{schedule_label} (weighting loss term {spec.name!r})"
             fixed = check_layer_weights(what, call_plugin(what, schedule, layers, info.channels, 0.0), layers)
+    scale = check_weight_scale(label, term.weight_scale) * info.weight_scales.get(role, 1.0)
     return BoundTerm(spec.name, plugin_label(entry), spec.weight, layers, schedule, fixed, term,
-                     schedule_label=schedule_label)
+                     schedule_label=schedule_label, scale=scale)
 
 
 def _term_layers(spec: LossSpec, term: LossTerm, role: str, info: LayerInfo) -> tuple[str, ...]:

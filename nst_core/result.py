@@ -54,6 +54,9 @@ class StyleResult:
     """With ``status == "stopped"``: where the run stopped; ``stylize(..., resume=state)`` goes on."""
     plugins: tuple[Mapping[str, str], ...] = ()
     """Where each name the run used came from (:attr:`nst_core.RunPlan.plugins`)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """The factor of each term in J(G) as it ran: its weight times the declared weight scales of
+    the term and the backbone (:attr:`nst_core.planning.BoundTerm.effective_weight`)."""
 
     def to_pil(self):
         """The image as an 8-bit PIL image (RGBA when the content had alpha)."""
@@ -84,6 +87,7 @@ class StyleResult:
             "elapsed": round(self.elapsed, 3),
             "sizes": [list(s) for s in self.sizes],
             "plugins": [dict(p) for p in self.plugins],
+            "weights": dict(self.weights),
             **extra,
         }
 

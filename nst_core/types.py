@@ -60,6 +60,19 @@ class Backbone(nn.Module):
     * ``supports_checkpoint``: ``True`` if the backbone honours ``checkpoint`` (gradient
       checkpointing: recompute instead of keep, less memory). The engine sets ``checkpoint``
       before a run only on backbones that support it; others always run without.
+
+    Declared, with a default, for one meaning of the weights (and of ``--strength``):
+
+    * ``weight_scales``: ``{role: factor}`` for the roles ``"content"``, ``"style"`` and
+      ``"image"`` (a missing role: 1.0). The engine multiplies the weight of every term of that
+      role by the factor, so that the default weights stylize about as much on this backbone as
+      on the built-in ``vgg19``, whose factors are all 1. Feature maps of another size than
+      Caffe VGG19's (another input normalization, other weights) change the balance of content
+      and style by orders of magnitude: a backbone whose style layers give features ``k`` times
+      smaller moves the Gram loss by ``k⁴`` and the content loss by ``k²``. Measure the factor
+      with ``benchmarks/bench_strength.py --backbone NAME`` (the style-weight multiplier at which
+      the Gram loss lands at VGG19's degree of stylization) and declare it, e.g.
+      ``weight_scales = {"style": 3000.0}``.
     """
 
     layer_names: tuple[str, ...] = ()
@@ -69,6 +82,7 @@ class Backbone(nn.Module):
     memory_profile: MemoryProfile | None = None
     supports_checkpoint: bool = False
     checkpoint: bool = False
+    weight_scales: Mapping[str, float] = {}
 
     def forward(self, image: Tensor, layers: Collection[str]) -> FeatureMaps:  # pragma: no cover
         """Features of ``image`` ``(N, 3, H, W)`` in [0, 1] at ``layers``; stops at the deepest."""
@@ -115,7 +129,16 @@ class LossTerm:
       (``None``: the backbone's); the user's ``LossSpec.layers`` override both;
     * ``low_precision_features``: ``True`` if the term accepts bf16/fp16 feature maps under
       ``precision="bf16"``/``"fp16"`` and computes in float32 itself (saves memory); ``False``
-      (default): it gets float32 features.
+      (default): it gets float32 features;
+    * ``weight_scale``: the factor that makes weight 1 of this term as strong as the Gram loss
+      at weight 1 on VGG19 (1.0, the default, for ``gram`` itself and for ``content``). The
+      engine minimizes ``weight · weight_scale · backbone.weight_scales[role] · term``, so
+      ``style_weight`` (and ``--strength``) gives about the same degree of stylization whichever
+      style loss runs. "As strong" is measured, not guessed: ``benchmarks/bench_strength.py``
+      finds the multiplier at which the term moves the photo as far from itself (content
+      distance relative to the painting's, by the shared evaluator) as ``gram`` does at weight
+      1. The built-ins declare: mean-std 300, wasserstein 70, histogram 230,
+      mrf 0.43 (benchmarks/results/strength_cpu.md).
 
     :meth:`bind` computes whatever depends only on the targets (Gram matrices, statistics) and
     returns a :data:`BoundLoss` evaluated at every step. The loss must return a 0-d floating
@@ -126,6 +149,7 @@ class LossTerm:
     role: ClassVar[Role] = "style"
     default_layers: ClassVar[tuple[str, ...] | None] = None
     low_precision_features: ClassVar[bool] = False
+    weight_scale: ClassVar[float] = 1.0
 
     def bind(self, targets: Targets) -> BoundLoss:  # pragma: no cover
         raise NotImplementedError

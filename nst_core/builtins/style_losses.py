@@ -1,8 +1,11 @@
 """More style losses than the Gram matrix, each a loss-term plug-in citing its paper.
 
 All compare the generated image's features with targets computed once per scale from the style
-images; several styles are blended with the style weights. ``scale`` brings each loss to about
-the size of the Gram loss on natural images, so ``style_weight`` means roughly the same for all.
+images; several styles are blended with the style weights. Each declares its
+:attr:`~nst_core.types.LossTerm.weight_scale`, measured by ``benchmarks/bench_strength.py``
+(benchmarks/results/strength_cpu.md): the factor at which weight 1 stylizes a photo as much as
+the Gram loss at weight 1, so ``style_weight`` and ``--strength`` mean the same for all. The
+``scale`` parameter is an extra factor on top of it (default 1).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from nst_core.types import BoundLoss, FeatureMaps, LossTerm, Targets
 
 
 class LayerwiseStyleLoss(LossTerm):
-    """Σ_l λ[l] · scale · compare(a[l](G), target[l]); subclasses define ``target`` and ``compare``."""
+    """Σ_l λ[l] · scale · compare(a[l](G), target[l]); subclasses define ``target`` and ``compare``
+    and declare their ``weight_scale`` (the engine multiplies the term's weight by it)."""
 
     role = "style"
     scale = 1.0
@@ -48,7 +52,9 @@ class MeanStdLoss(LayerwiseStyleLoss):
     Huang & Belongie 2017, "Arbitrary Style Transfer in Real-time with Adaptive Instance
     Normalization"): ‖μ(G) − μ(S)‖² + ‖σ(G) − σ(S)‖² per layer."""
 
-    def __init__(self, scale: float = 400.0) -> None:
+    weight_scale = 300.0  # measured: benchmarks/results/strength_cpu.md
+
+    def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
 
     def target(self, styles, weights):
@@ -65,7 +71,9 @@ class WassersteinLoss(LayerwiseStyleLoss):
     (Kolkin et al. 2019 and crowsonkb's style-transfer-pytorch): matches means and full
     covariances. Several styles: their means and second moments are blended."""
 
-    def __init__(self, scale: float = 200.0) -> None:
+    weight_scale = 70.0  # measured: benchmarks/results/strength_cpu.md
+
+    def __init__(self, scale: float = 1.0) -> None:
         self.scale = float(scale)
 
     def target(self, styles, weights):
@@ -86,7 +94,9 @@ class HistogramLoss(LayerwiseStyleLoss):
     Controllable Neural Texture Synthesis and Style Transfer Using Histogram Losses").
     Several styles: their quantile functions are averaged with the style weights."""
 
-    def __init__(self, scale: float = 350.0, bins: int = 1024) -> None:
+    weight_scale = 230.0  # measured: benchmarks/results/strength_cpu.md
+
+    def __init__(self, scale: float = 1.0, bins: int = 1024) -> None:
         self.scale = float(scale)
         self.bins = int(bins)
 
@@ -109,6 +119,7 @@ class MRFLoss(LayerwiseStyleLoss):
     patches are taken with ``stride`` and capped at ``max_patches`` to bound memory."""
 
     default_layers = ("relu3_1", "relu4_1")
+    weight_scale = 0.43  # measured: benchmarks/results/strength_cpu.md
 
     def __init__(self, scale: float = 1.0, patch_size: int = 3, stride: int = 2, max_patches: int = 8192) -> None:
         self.scale = float(scale)
