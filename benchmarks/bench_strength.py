@@ -150,6 +150,33 @@ def report(options, pairs, losses, declared, reference, ratios, styles, elapsed)
     return lines
 
 
+def judge_sheet(path: Path, labels: list[str], style: Path = EXAMPLES / "starry_night.jpg") -> list[str]:
+    """r of every tile of a gallery sheet made by benchmarks/gallery.py (tiles of THUMB_HEIGHT px
+    under a 22 px label, 6 px apart, 3 columns; the first tile is the content photo), judged at
+    the tiles' size with the painting ``style``: how the band was chosen on images one can see."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.gallery import THUMB_HEIGHT
+    from nst_core.image import read_image
+
+    sheet = Image.open(path).convert("RGB")
+    tiles = []
+    for i in range(len(labels)):
+        row, col = divmod(i, 3)
+        width = (sheet.width - 12) // 3  # three tiles of the photo's aspect ratio a row
+        left, top = col * (width + 6), row * (THUMB_HEIGHT + 22 + 6) + 22
+        crop = np.asarray(sheet.crop((left, top, left + width, top + THUMB_HEIGHT))).copy()
+        tiles.append(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255)
+    painting = read_image(style).rgb
+    evaluator = Evaluator(tiles[0], painting)
+    reference = evaluator(resize(painting, *tiles[0].shape[-2:])).content
+    lines = [f"`{path.name}` tiles ({tiles[0].shape[-1]}×{tiles[0].shape[-2]} px, JPEG), painting "
+             f"`{style.name}`: " + ", ".join(f"{label} r={content_ratio(evaluator, t, reference):.2f}"
+                                             for label, t in zip(labels, tiles))]
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
@@ -163,7 +190,16 @@ def main() -> int:
     parser.add_argument("--backbone", default="vgg19", help="run the candidates on this backbone")
     parser.add_argument("--out", type=Path, default=None, help="append the markdown tables here")
     parser.add_argument("--sheet", type=Path, default=None, help="PNG of every output at multiplier 1")
+    parser.add_argument("--judge", type=Path, default=None, help="only measure r of a gallery sheet's tiles "
+                        "(labels: --labels a,b,...; the first tile is the photo)")
+    parser.add_argument("--labels", default="")
     options = parser.parse_args()
+    if options.judge is not None:
+        lines = judge_sheet(options.judge, options.labels.split(","))
+        print("\n".join(lines))
+        append_markdown(options.out, ["Command: `python benchmarks/bench_strength.py " + " ".join(sys.argv[1:]) + "`",
+                                      "", *lines])
+        return 0
 
     import nst_core
     from nst_core.registry import collect_registries

@@ -164,13 +164,17 @@ def check_backbone(what: str, backbone: object, truncated_to: Collection[str] | 
     if backbone.memory_profile is not None and not isinstance(backbone.memory_profile, MemoryProfile):
         raise PluginError(f"{what} declares memory_profile {backbone.memory_profile!r:.60}; expected a "
                           f"nst_core.MemoryProfile or None")
-    scales = backbone.weight_scales
+    _check_weight_scales(what, backbone.weight_scales)
+    return backbone
+
+
+def _check_weight_scales(what: str, scales: object) -> None:
+    """A backbone's declared ``weight_scales``: ``{role: finite factor > 0}``."""
     if not isinstance(scales, Mapping) or any(role not in ("content", "style", "image") for role in scales):
         raise PluginError(f"{what} declares weight_scales {scales!r:.80}; expected a dict {{role: factor}} with "
                           f"roles 'content', 'style', 'image'")
     for role, value in scales.items():
         check_weight_scale(f"{what} (weight_scales[{role!r}])", value)
-    return backbone
 
 
 def check_weight_scale(what: str, value: object) -> float:
