@@ -124,27 +124,26 @@ def test_the_record_keeps_the_effective_weights(content_64, style_64, builtin_re
     assert result.record()["weights"] == result.weights
 
 
-STEPS = 20
+STEPS = 12
+TOLERANCE = (0.5, 1.5)
+"""r of every style loss relative to gram's at 64 px, 12 steps (measured: mean-std 0.71, wasserstein
+0.79, histogram 0.69, mrf 0.63 of gram's 0.56; without their declared scales mean-std, wasserstein
+and histogram stay at r 0.00: the photo unchanged)."""
 
 
+@pytest.mark.slow  # about 25 s on a busy 2-core CPU: five short runs at 64 px
 def test_every_style_loss_stylizes_about_as_much_as_gram_at_the_default_strength(content_64, style_64,
                                                                                    builtin_registries):
-    """64 px, 20 steps: the content ratio r of each built-in style loss at style weight 1 is
-    within TOLERANCE of gram's (and without the declared scales it would not be)."""
-    content, style = content_64, style_64
-    evaluator = Evaluator(content, style)
-    reference = evaluator(resize(style, 48, 64)).content
+    """The content ratio r (benchmarks/bench_strength.py) of each built-in style loss at style
+    weight 1 is within TOLERANCE of gram's, and above the band's lower end."""
+    evaluator = Evaluator(content_64, style_64)
+    reference = evaluator(resize(style_64, *content_64.shape[-2:])).content
     model = nst_core.load_model(registries=builtin_registries, device="cpu", precision="float32")
     ratios = {}
     for name in ("gram", *sorted(BUILTIN_STYLE_LOSSES)):
-        result = nst_core.stylize(content, style, config(steps=STEPS, style_loss=name), model=model,
+        result = nst_core.stylize(content_64, style_64, config(steps=STEPS, style_loss=name), model=model,
                                   registries=builtin_registries)
         ratios[name] = content_ratio(evaluator, result.image, reference)
-    print(ratios)
-    low, high = BAND
     for r in ratios.values():
         assert TOLERANCE[0] * ratios["gram"] <= r <= TOLERANCE[1] * ratios["gram"], ratios
-    assert low * 0.5 <= ratios["gram"] <= high, ratios
-
-
-TOLERANCE = (0.5, 2.0)
+        assert r >= BAND[0], ratios
