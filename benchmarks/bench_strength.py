@@ -110,6 +110,26 @@ def run_one(pair, loss: str, multiplier: float, backbone: str, options: argparse
     return result, time.perf_counter() - started
 
 
+def calibration(pairs, losses, declared, reference, ratios) -> list[str]:
+    """The m* table: per loss and pair the multiplier at which r equals the reference's."""
+    lines = ["", "m* = the multiplier at which r equals the reference's r (interpolated in log m; geometric "
+             "mean over the pairs); the weight scale to declare = declared × m*.", "",
+             "| loss | " + " | ".join(f"m* {key}" for key in pairs) + " | m* (mean) | declared | to declare |",
+             "| --- |" + " --- |" * (len(pairs) + 3)]
+    for loss in losses:
+        found, cells = [], []
+        for key in pairs:
+            x = crossing(sorted((math.log10(m), r) for m, r in ratios[(key, loss)].items()), reference[key])
+            if x is None and 1.0 in ratios[(key, loss)] and abs(ratios[(key, loss)][1.0] - reference[key]) < 1e-9:
+                x = 0.0  # the reference itself
+            cells.append("—" if x is None else f"{10 ** x:.3g}")
+            found += [] if x is None else [x]
+        mean = 10 ** (sum(found) / len(found)) if found else math.nan
+        lines.append(f"| {loss} | " + " | ".join(cells) + f" | {mean:.3g} | {declared[loss]:g} | "
+                     f"{declared[loss] * mean:.3g} |")
+    return lines
+
+
 def report(options, pairs, losses, declared, reference, ratios, styles, elapsed) -> list[str]:
     """The markdown: r per pair, loss and multiplier; the calibration; the band check at m=1."""
     command = "python benchmarks/bench_strength.py " + " ".join(sys.argv[1:])
@@ -126,21 +146,8 @@ def report(options, pairs, losses, declared, reference, ratios, styles, elapsed)
             cells = ", ".join(f"m={m:.3g}: {r:.2f} ({styles[(key, loss)][m]:.2f})"
                               for m, r in sorted(ratios[(key, loss)].items()))
             lines.append(f"| {key} | {loss} ({declared[loss]:g}) | {cells} |")
-    lines += ["", "m* = the multiplier at which r equals the reference's r (interpolated in log m; geometric "
-              "mean over the pairs); the weight scale to declare = declared × m*.", "",
-              "| loss | " + " | ".join(f"m* {key}" for key in pairs) + " | m* (mean) | declared | to declare |",
-              "| --- |" + " --- |" * (len(pairs) + 3)]
-    for loss in losses:
-        found, cells = [], []
-        for key in pairs:
-            x = crossing(sorted((math.log10(m), r) for m, r in ratios[(key, loss)].items()), reference[key])
-            if x is None and 1.0 in ratios[(key, loss)] and abs(ratios[(key, loss)][1.0] - reference[key]) < 1e-9:
-                x = 0.0  # the reference itself
-            cells.append("—" if x is None else f"{10 ** x:.3g}")
-            found += [] if x is None else [x]
-        mean = 10 ** (sum(found) / len(found)) if found else math.nan
-        lines.append(f"| {loss} | " + " | ".join(cells) + f" | {mean:.3g} | {declared[loss]:g} | "
-                     f"{declared[loss] * mean:.3g} |")
+    if any(len(ratios[(key, loss)]) > 1 for key in pairs for loss in losses):  # else nothing to interpolate
+        lines += calibration(pairs, losses, declared, reference, ratios)
     at_one = {(key, loss): ratios[(key, loss)].get(1.0) for key in pairs for loss in losses}
     if all(v is not None for v in at_one.values()):
         lo, hi = BAND
