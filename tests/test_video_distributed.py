@@ -10,7 +10,7 @@ import hashlib
 import pytest
 import torch
 
-from nst_core import LossSpec, StyleConfig, collect_registries, get_plugin_manager, hookimpl
+from nst_core import LossSpec, collect_registries, get_plugin_manager, hookimpl
 from nst_core.batch import LocalExecutor
 from nst_core.errors import ConfigError, ResumeError
 from nst_core.image import read_image
