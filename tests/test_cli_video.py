@@ -12,7 +12,7 @@ import pytest
 
 from nst_core.video.synthetic import texture_clip, write_clip
 
-from helpers import ENV, NST, STYLE, check_documented
+from helpers import ENV, NST, STYLE, check_documented, documented_events, install_plugin, nst
 
 av = pytest.importorskip("av")
 
@@ -118,3 +118,43 @@ def test_nst_video_in_chunks_on_two_local_workers(clip, tmp_path):
     assert other.returncode == 1 and other.stderr.count("\n") == 1 and "other settings" in other.stderr
     cpus = nst_video(clip, STYLE, "-o", out, "--size", 48, "--cpus-per-worker", 2)
     assert cpus.returncode == 1 and "--cpus-per-worker is for Ray workers" in cpus.stderr
+
+
+def test_nst_video_a_failing_chunk_exits_4_and_keeps_the_others(site, tmp_path):
+    from nst_core.video.io import write_video
+
+    install_plugin(site, "fragile", """
+        from nst_core import hookimpl
+        from nst_core.errors import ConfigError
+        from nst_core.types import LossTerm
+
+        class Fragile(LossTerm):
+            role = "image"
+
+            def bind(self, targets):
+                if float(targets.content_image.mean()) > 0.6:
+                    raise ConfigError("fragile: this frame is too bright")
+                return lambda image, features, layer_weights: image.sum() * 0
+
+        @hookimpl
+        def nst_register_loss_terms(register):
+            register("fragile", Fragile)
+        """)
+    frames = texture_clip(4, 48, 64, seed=2).frames
+    folder, out = tmp_path / "clip", tmp_path / "out.mp4"
+    write_video([f * 0.3 for f in frames[:2]] + [0.7 + 0.3 * f for f in frames[2:]], folder)
+    result = nst("video", folder, STYLE, "-o", out, "--size", 48, "--steps", 1, "--loss", "fragile", "--no-temporal",
+                 "--devices", "cpu", "--chunk-length", 2, "--overlap", 0, "--progress", "jsonl")
+    assert result.exit_code == 4, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    for event in events:  # (the schema's sample has a string, not null, as output and no error)
+        if event["event"] in ("chunk-done", "video-done"):
+            assert set(event) == set(documented_events()[event["event"]])
+        else:
+            check_documented(event)
+    done = {e["chunk"]: (e["status"], e["error"]) for e in events if e["event"] == "chunk-done"}
+    assert done == {0: ("done", None), 1: ("failed", "fragile: this frame is too bright")}
+    assert events[-1]["event"] == "video-done" and events[-1]["status"] == "failed" and events[-1]["output"] is None
+    assert result.stderr.strip().splitlines()[-1] == (f"nst: error: 1 of 2 chunks failed (the others are kept in "
+                                                      f"{out}.frames); run the same command to redo them")
+    assert not out.exists() and len(list((tmp_path / "out.mp4.frames" / "chunk_000").glob("*.png"))) == 2
