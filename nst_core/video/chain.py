@@ -32,6 +32,8 @@ output video is assembled from the PNGs at the end.
 into fixed lengths with a few frames of overlap; :func:`run_chunk` stylizes one chunk as its own
 chain (an executor calls it on a worker); :func:`blend_overlap` crossfades the frames two chunks
 share and :func:`assemble_chunks` joins the chunks' frames.
+:func:`nst_core.video.chunked.stylize_video_chunked` puts these together on the executors of
+:mod:`nst_core.batch` (several local devices or a Ray cluster), resumably.
 """
 
 from __future__ import annotations
