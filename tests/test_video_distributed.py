@@ -192,3 +192,24 @@ def test_on_ray_the_chunks_travel_as_bytes_and_a_begun_chunk_goes_on(clip, tmp_p
     assert again.status == "finished" and again.ran == (1,)
     assert [(e.chunk.index, e.chunk_done) for e in events if e.kind == "frame"] == [(1, 3), (1, 4)]
     assert all(torch.equal(a, b) for a, b in zip(kept, chunk_frames(result.frames_dir, 1, 2)))
+
+
+def test_streamed_assembly_matches_the_whole_clip_crossfade_even_where_three_chunks_meet():
+    """iter_assembled reads the chunks one at a time (a generator) and holds only the open
+    overlap; chunks of 3 overlapping by 2 put frames in three chunks at once."""
+    from nst_core.video.chain import blend_overlap, iter_assembled, plan_chunks
+
+    chunks = plan_chunks(9, 3, 2)
+    outputs = [[torch.rand(1, 3, 2, 2) for _ in range(c.frames)] for c in chunks]
+    whole: list = []
+    for chunk, out in zip(chunks, outputs):
+        if chunk.overlap:
+            whole[-chunk.overlap:] = blend_overlap(whole[-chunk.overlap:], out[:chunk.overlap])
+        whole.extend(out[chunk.overlap:])
+    streamed = list(iter_assembled(chunks, (out for out in outputs)))
+    assert len(streamed) == len(whole) == 9
+    assert all(torch.equal(a, b) for a, b in zip(streamed, whole))
+    # frame 2: the last of an overlap of chunks 0 and 1, then the first of one with chunk 2
+    assert torch.allclose(streamed[2], (outputs[0][2] / 3 + outputs[1][1] * 2 / 3) * 2 / 3 + outputs[2][0] / 3)
+    with pytest.raises(ConfigError, match="3 chunks but 2 outputs"):
+        list(iter_assembled(chunks[:3], (out for out in outputs[:2])))
