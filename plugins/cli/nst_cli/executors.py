@@ -25,7 +25,7 @@ Workers = Annotated[int | None, option(
     WHERE, "--workers")]
 Ray = Annotated[bool, typer.Option("--ray", rich_help_panel=WHERE,
                                    help="Run on Ray: join the cluster in RAY_ADDRESS, else start one on this "
-                                        "machine (pip install 'nst-core[ray]').")]
+                                        "machine (pip install 'nst-core\\[ray]').")]
 RayAddress = Annotated[str | None, option("Join this Ray cluster: auto, HOST:PORT or ray://HOST:10001.", WHERE,
                                           "--ray-address")]
 CpusPerWorker = Annotated[int | None, option("CPU cores per Ray actor on a cluster without GPUs. Default: 1.",
