@@ -523,7 +523,7 @@ def list_choices(engine: EngineLocation | None, *, timeout: float = LIST_TIMEOUT
 def is_plugin_problem(message: str, known: Sequence[str] = ()) -> bool:
     """True for a warning that reports a broken plug-in (``nst run`` repeats them at every run):
     one of the ``known`` problem lines of the listing, or any line naming ``plug-in 'NAME' (``."""
-    return one_line(message) in known or PLUGIN_PROBLEM.search(message) is not None
+    return one_line(message) in {one_line(line) for line in known} or PLUGIN_PROBLEM.search(message) is not None
 
 
 def run_warnings(warnings: Sequence[str], known_problems: Sequence[str] = ()) -> list[str]:

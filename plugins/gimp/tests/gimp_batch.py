@@ -8,7 +8,9 @@ in tests/test_gimp_e2e.py, so a failure there shows real numbers. It raises (GIM
 when the plug-in is not registered at all, because then nothing else can be measured.
 
 Cases: cancel (the plug-in is SIGKILLed mid-run by the host, as GIMP's Cancel does), rgba
-(8-bit RGBA photo, style from a file, default strength and style scale), gray16 (16-bit grayscale
+(8-bit RGBA photo, style from a file, default strength and style scale), names (the dialog's
+preset and style-loss lists from the engine, a run with the example plug-in's preset and style
+loss and its run record on the layer, unknown names), gray16 (16-bit grayscale
 with a feathered selection, style from an open layer, style scale 2), and the error paths: missing
 style file, a style file that is not an image, an engine Python without nst-core, an engine Python
 that does not exist.
@@ -96,9 +98,8 @@ def flatpak_case():
     image.delete()
 
 
-def estimate_case(image, layer):
-    """What the dialog shows, asked the way the dialog asks (the bridge from the installed plug-in,
-    in GIMP's own Python, calling the engine)."""
+def installed_bridge():
+    """The bridge module of the installed plug-in, in GIMP's own Python."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nst_gimp_bridge", os.path.join(os.path.dirname(ENGINE_CONFIG),
@@ -106,6 +107,13 @@ def estimate_case(image, layer):
     bridge = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bridge
     spec.loader.exec_module(bridge)
+    return bridge
+
+
+def estimate_case(image, layer):
+    """What the dialog shows, asked the way the dialog asks (the bridge from the installed plug-in,
+    in GIMP's own Python, calling the engine)."""
+    bridge = installed_bridge()
     engine = bridge.find_engine(os.path.dirname(ENGINE_CONFIG))
     record = {}
     for quality in ("preview", "full"):
@@ -115,6 +123,37 @@ def estimate_case(image, layer):
         record[quality] = {"sizes": found.sizes, "steps": found.steps, "output": found.output,
                            "upscale": found.upscale, "seconds": found.seconds,
                            "text": bridge.describe_estimate(found)}
+    return record
+
+
+def names_case():
+    """The dialog's preset and style-loss lists, made the way the dialog makes them (the installed
+    bridge in GIMP's Python asking the engine: ``nst list json``), then a run with the example
+    plug-in's preset and style loss, whose run record the new layer carries (parasite nst-record)."""
+    bridge = installed_bridge()
+    engine = bridge.find_engine(os.path.dirname(ENGINE_CONFIG))
+    started = time.time()
+    choices = bridge.list_choices(engine)
+    record = {"list_seconds": round(time.time() - started, 2), "note": choices.note,
+              "problems": list(choices.problems),
+              "presets": [[p.name, p.label, p.help] for p in choices.dialog_presets()],
+              "style_losses": [[p.name, p.label, p.help] for p in choices.style_losses]}
+    image = load(out("content.png"))
+    source = image.get_layers()[0]
+    run = call(image, source, style_file=STYLE, preset="example-colorful", style_loss="channel-mean",
+               size=64, steps=3, seed=5)
+    run["layers_after"] = len(image.get_layers())
+    if run["status"] == "success":
+        parasite = image.get_layers()[0].get_parasite("nst-record")
+        run["record"] = json.loads(bytes(parasite.get_data()).decode("utf-8")) if parasite is not None else None
+        run["record_flags"] = parasite.get_flags() if parasite is not None else None
+    record["run"] = run
+    for name, props in (("unknown-preset", {"preset": "no-such-preset"}),
+                        ("unknown-style-loss", {"style_loss": "no-such-loss"})):
+        failed = call(image, source, style_file=STYLE, size=64, steps=2, **props)
+        failed["layers_after"] = len(image.get_layers())
+        record[name] = failed
+    image.delete()
     return record
 
 
@@ -162,6 +201,9 @@ def main_cases():
     image.scale(800, 600)
     results["cases"]["estimate"] = estimate_case(image, image.get_layers()[0])
     image.delete()
+    save_results()
+
+    results["cases"]["names"] = names_case()
     save_results()
 
     # gray16: 16-bit grayscale, a layer offset on a bigger canvas, feathered elliptical selection,
