@@ -398,7 +398,7 @@ class ChoicesView:
         self.items = {}  # (property, name) -> the help shown as the list's tooltip
         self.cancellable = None
         self.grid = Gtk.Grid(row_spacing=4, column_spacing=8)
-        self.combos = {}
+        self.combos, self.labels = {}, []
         for row, (prop, text) in enumerate(self.PROPERTIES):
             label = Gtk.Label.new_with_mnemonic(text)
             label.set_xalign(0.0)
@@ -409,9 +409,11 @@ class ChoicesView:
             self.grid.attach(label, 0, row, 1, 1)
             self.grid.attach(combo, 1, row, 1, 1)
             self.combos[prop] = combo
+            self.labels.append(label)
         self.status = Gtk.Label(label="Asking the engine for its presets and style losses (plug-ins too)\u2026")
         self.status.set_xalign(0.0)
         self.status.set_line_wrap(True)
+        self.status.set_margin_bottom(6)
         self.grid.attach(self.status, 0, len(self.PROPERTIES), 2, 1)
         builtin = bridge.fallback_choices("")
         self.fill(bridge.EngineChoices(builtin.presets, builtin.style_losses), final=False)
@@ -473,6 +475,23 @@ class ChoicesView:
         self.fill(bridge.choices_from_output(code, out or "", err or ""))
 
 
+def align_labels(dialog, prop, labels):
+    """Line ``labels`` up with the label of the dialog's own widget for ``prop`` (cosmetic: any
+    failure leaves them where they are)."""
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+
+    try:
+        widget = dialog.get_widget(prop, GObject.TYPE_NONE)  # the widget fill() already made
+        group = Gtk.SizeGroup(mode=Gtk.SizeGroupMode.HORIZONTAL)
+        group.add_widget(widget.get_label())
+        for label in labels:
+            group.add_widget(label)
+        dialog.nst_label_group = group  # kept alive with the dialog
+    except Exception:  # noqa: BLE001 - a layout nicety must never stop the filter
+        pass
+
+
 def show_dialog(procedure, config, image, drawable):
     """The generated procedure dialog with the engine's presets and style losses and the run's
     estimate; GIMP stores the values for the next run. ``(ok, known_problems)``: ok on OK (after
@@ -499,6 +518,7 @@ def show_dialog(procedure, config, image, drawable):
     dialog.fill(["style-file", "style-layer", "quality", "engine-names", "estimate", "strength", "style-scale",
                  "preserve-color", "advanced"])
     choices = ChoicesView(config)
+    align_labels(dialog, "quality", choices.labels)
     box = placeholder.get_parent()
     box.pack_start(choices.grid, False, False, 0)
     box.reorder_child(choices.grid, 0)
