@@ -697,3 +697,26 @@ def test_is_plugin_problem():
     assert bridge.is_plugin_problem('plug-in "o\'b" (d 1.0) failed to load: ImportError: z')
     assert bridge.is_plugin_problem("anything at all", ["anything  at all"])  # a listed problem, whitespace aside
     assert not bridge.is_plugin_problem("the device ran out of memory; worked at 512 px instead")
+
+
+def test_the_dialogs_estimate_counts_the_presets_scales():
+    """gatys-2015 runs at one scale: the estimate must say so (the quality alone would plan two)."""
+    from typer.testing import CliRunner
+
+    from nst_cli.app import app
+
+    request = bridge.EngineRequest(content="", style="", output="", region_size=(900, 600), device="cpu",
+                                   preset="gatys-2015")
+    argv = bridge.build_estimate_argv("python", request)
+    assert argv[-2:] == ["--preset", "gatys-2015"]
+    assert "--preset" not in bridge.build_estimate_argv("python", bridge.EngineRequest(content="", style="",
+                                                                                        output=""))
+    answers = {}
+    for name, args in (("preset", argv[4:]), ("none", argv[4:-2])):
+        result = CliRunner().invoke(app, [*args, "--no-calibrate"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        answers[name] = bridge.parse_estimate(result.output)
+    assert answers["preset"].sizes == ((900, 600),) and answers["none"].sizes == ((450, 300), (900, 600))
+    unknown = CliRunner().invoke(app, [*argv[4:-1], "no-such-preset", "--no-calibrate"])
+    with pytest.raises(bridge.BridgeError, match="unknown preset 'no-such-preset'"):
+        bridge.parse_estimate(unknown.output)

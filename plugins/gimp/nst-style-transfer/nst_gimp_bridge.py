@@ -256,10 +256,11 @@ def build_argv(python: str, request: EngineRequest) -> list[str]:
 
 
 def build_estimate_argv(python: str, request: EngineRequest) -> list[str]:
-    """``nst gimp estimate W H ...``: the same sizes and steps as :func:`build_argv`, nothing run."""
+    """``nst gimp estimate W H ...``: the same sizes, steps and preset as :func:`build_argv`, nothing run."""
     width, height = request.region_size
+    preset = ["--preset", request.preset] if request.preset != PRESET_NONE else []
     return [python, "-u", "-m", "nst_cli", "gimp", "estimate", str(width), str(height),
-            *size_options(request), "--device", request.device]
+            *size_options(request), "--device", request.device, *preset]
 
 
 @dataclass(frozen=True)
