@@ -546,6 +546,8 @@ def _listing(**overrides) -> str:
         {"name": "soft", "description": "gentle", "distribution": "built-in", "sets": {"style_weight": "0.3"}},
         {"name": "mine", "description": "my look", "distribution": "my-dist 2.0",
          "sets": {"size": "64", "extra_losses": "mean-color:0.5"}},
+        {"name": "empty", "distribution": "my-dist 2.0", "sets": {}},
+        {"name": "older", "distribution": "my-dist 2.0"},  # settings not given: offered
         {"description": "no name: skipped"}],
         "loss_terms": [{"name": "gram", "role": "style", "distribution": "built-in"},
                        {"name": "tv", "role": "image", "distribution": "built-in"},
@@ -557,8 +559,8 @@ def _listing(**overrides) -> str:
 
 def test_parse_choices_keeps_style_losses_and_presets_that_set_more_than_the_quality():
     choices = bridge.parse_choices(_listing())
-    assert [p.name for p in choices.presets] == ["fast", "soft", "mine"]
-    assert [p.name for p in choices.dialog_presets()] == ["none", "soft", "mine"]  # fast: only size and steps
+    assert [p.name for p in choices.presets] == ["fast", "soft", "mine", "empty", "older"]
+    assert [p.name for p in choices.dialog_presets()] == ["none", "soft", "mine", "older"]  # fast: size, steps
     assert [loss.name for loss in choices.style_losses] == ["gram", "swirl"]
     mine = choices.presets[2]
     assert mine.label == "mine (plug-in my-dist 2.0)" and choices.style_losses[0].label == "gram"
@@ -576,7 +578,7 @@ def test_parse_choices_refuses_other_output(stdout):
     with pytest.raises(bridge.BridgeError, match="did not list its presets"):
         bridge.parse_choices(stdout)
     fallback = bridge.choices_from_output(0, stdout, "")
-    assert [p.name for p in fallback.presets] == list(bridge.FALLBACK_PRESETS)
+    assert [p.name for p in fallback.dialog_presets()] == ["none", *bridge.FALLBACK_PRESETS]
     assert fallback.note.startswith("Showing the built-in presets and style losses only: the engine did not list")
 
 
@@ -623,8 +625,10 @@ def test_fallback_names_are_the_engines_built_ins(tmp_path):
     environ = {**os.environ, "NST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     choices = bridge.list_choices(bridge.EngineLocation(engine_python(tmp_path), "test"), environ=environ)
     assert choices.note is None
-    assert tuple(p.name for p in choices.presets) == bridge.FALLBACK_PRESETS
+    assert tuple(p.name for p in choices.dialog_presets()[1:]) == bridge.FALLBACK_PRESETS
     assert tuple(loss.name for loss in choices.style_losses) == bridge.FALLBACK_STYLE_LOSSES
+    fallback = bridge.fallback_choices("the reason")  # what the dialog shows without the engine's answer
+    assert [p.name for p in fallback.dialog_presets()] == ["none", *bridge.FALLBACK_PRESETS]
 
 
 BROKEN_PLUGIN = "import no_such_module_for_the_gimp_bridge\n"

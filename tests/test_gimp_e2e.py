@@ -330,3 +330,28 @@ def test_unknown_preset_or_style_loss_gets_the_engines_one_line_error(e2e, name,
     assert rec["message"].startswith("Neural style transfer failed: ") and expected in rec["message"]
     assert "\n" not in rec["message"] and "Traceback" not in rec["message"]
     assert rec["layers_after"] == 2  # the earlier successful run's layer, nothing more
+
+
+def test_the_dialogs_lists_fill_from_the_engine_in_gtk(e2e):
+    """The dialog's own Preset and Style loss widgets (ChoicesView) on GIMP's procedure config, in a
+    GIMP with an X server: built-in names at once, the engine's (plug-ins' included) once it answers."""
+    out, _, _ = e2e
+    results = json.loads((out / "results-dialog.json").read_text())
+    if "skipped" in results:
+        pytest.skip(results["skipped"])
+    rec = results["cases"]["dialog"]
+    before, after = rec["before"], rec["after"]
+    assert before["preset"]["active"] == "example-colorful"  # the saved value, kept while the engine is asked
+    assert [name for name, _ in before["style-loss"]["items"]] == ["gram", "mean-std", "wasserstein", "histogram",
+                                                                    "mrf"]
+    presets = dict(after["preset"]["items"])
+    losses = dict(after["style-loss"]["items"])
+    assert presets["example-colorful"].startswith("example-colorful (plug-in nst-plugin-example ")
+    assert losses["channel-mean"].startswith("channel-mean (plug-in nst-plugin-example ")
+    assert after["preset"]["active"] == "example-colorful" and after["style-loss"]["active"] == "gram"
+    assert "fast" not in presets and after["preset"]["items"][0][0] == "none"
+    assert rec["status"] == "" and "mean-color:0.5" in rec["tooltip"]  # no plug-in problem; what it sets
+    assert rec["config_after_pick"] == "channel-mean"  # a pick in the list is the procedure's argument
+    assert rec["preset_after_reset"] == "none"  # and the list follows the config (Reset, saved settings)
+    assert rec["after_gone"]["active"] == "gone-loss"
+    assert rec["after_gone"]["items"][-1] == ["gone-loss", "gone-loss (not known to the engine)"]

@@ -415,30 +415,48 @@ class ChoicesView:
         self.status.set_line_wrap(True)
         self.status.set_margin_bottom(6)
         self.grid.attach(self.status, 0, len(self.PROPERTIES), 2, 1)
+        self.final = False
+        self.names = {}  # property -> the names the engine (or the built-in list) offers
         builtin = bridge.fallback_choices("")
         self.fill(bridge.EngineChoices(builtin.presets, builtin.style_losses), final=False)
+        config.connect("notify", self.config_changed)  # Reset and Load Saved Settings change the config
 
     def fill(self, choices, final=True):
-        """Show ``choices``; keep the config's values selected (a name the engine does not know
-        stays, marked, so a run says what is wrong with it)."""
-        self.filling = True
-        try:
-            for prop, names in (("preset", choices.dialog_presets()), ("style-loss", choices.style_losses)):
-                combo, current = self.combos[prop], (self.config.get_property(prop) or "").strip()
-                combo.remove_all()
+        """Show ``choices`` and select the config's values."""
+        self.final = final
+        for prop, names in (("preset", choices.dialog_presets()), ("style-loss", choices.style_losses)):
+            self.names[prop] = [name.name for name in names]
+            self.filling = True
+            try:
+                self.combos[prop].remove_all()
                 for name in names:
-                    combo.append(name.name, name.label)
+                    self.combos[prop].append(name.name, name.label)
                     self.items[(prop, name.name)] = name.help
-                if current and current not in {name.name for name in names}:
-                    combo.append(current, f"{current} (not known to the engine)" if final else current)
-                combo.set_active_id(current or None)
-                combo.set_tooltip_text(self.items.get((prop, current)) or None)
-        finally:
-            self.filling = False
+            finally:
+                self.filling = False
+            self.select(prop)
         if final:
             self.problems = choices.problems
             self.status.set_text(choices.status())
             self.status.set_visible(bool(choices.status()))
+
+    def select(self, prop):
+        """Select the config's value of ``prop``; a name the engine does not list is added, marked,
+        so that the run says what is wrong with it."""
+        combo, current = self.combos[prop], (self.config.get_property(prop) or "").strip()
+        self.filling = True
+        try:
+            if current and current not in self.names[prop]:
+                self.names[prop].append(current)
+                combo.append(current, f"{current} (not known to the engine)" if self.final else current)
+            combo.set_active_id(current or None)
+            combo.set_tooltip_text(self.items.get((prop, current)) or None)
+        finally:
+            self.filling = False
+
+    def config_changed(self, config, pspec):
+        if pspec.name in self.combos and not self.filling:
+            self.select(pspec.name)
 
     def changed(self, combo, prop):
         name = combo.get_active_id()

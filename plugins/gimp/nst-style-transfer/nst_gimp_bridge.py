@@ -376,10 +376,11 @@ QUALITY_FIELDS = frozenset({"size", "steps", "step_decay", "fit_memory"})
 """Preset fields that the dialog's Quality (and its Advanced size and steps) always set: a preset
 that sets nothing else (``fast``, ``balanced``, ``best``) would change nothing in the filter, so
 the dialog does not offer it; a script can still pass it."""
-FALLBACK_PRESETS = ("fast", "balanced", "best", "gatys-2015", "soft", "bold", "keep-colors", "painterly")
+FALLBACK_PRESETS = ("gatys-2015", "soft", "bold", "keep-colors", "painterly")
 FALLBACK_STYLE_LOSSES = ("gram", "mean-std", "wasserstein", "histogram", "mrf")
-"""The engine's built-in presets and style losses, offered when the engine cannot be asked
-(tests/test_gimp_bridge.py checks them against the engine's own list)."""
+"""The engine's built-in presets the dialog offers (not the size-only ones) and its built-in style
+losses, shown until the engine answers or when it cannot be asked (tests/test_gimp_bridge.py
+checks them against what the engine itself lists)."""
 PLUGIN_PROBLEM = re.compile(r"""plug-in (?:'[^']*'|"[^"]*") \(""")
 """How every plug-in problem line of nst_core names its plug-in: ``plug-in 'NAME' (DIST VERSION)``."""
 
@@ -388,12 +389,13 @@ PLUGIN_PROBLEM = re.compile(r"""plug-in (?:'[^']*'|"[^"]*") \(""")
 class EngineName:
     """A preset or loss term the engine knows. ``distribution`` is what run records say:
     ``"built-in"`` or the plug-in's ``"DISTRIBUTION VERSION"``; ``sets`` is a preset's
-    ``(field, value)`` pairs."""
+    ``(field, value)`` pairs (None: not known, as for the built-in names shown before the engine
+    answers)."""
 
     name: str
     description: str = ""
     distribution: str = "built-in"
-    sets: tuple[tuple[str, str], ...] = ()
+    sets: tuple[tuple[str, str], ...] | None = None
 
     @property
     def builtin(self) -> bool:
@@ -407,7 +409,7 @@ class EngineName:
     @property
     def help(self) -> str:
         """The description, and what a preset sets, as command-line options."""
-        options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in self.sets)
+        options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in self.sets or ())
         return "; ".join(part for part in (self.description, f"sets {options}" if options else "") if part)
 
 
@@ -428,9 +430,10 @@ class EngineChoices:
     note: str | None = None
 
     def dialog_presets(self) -> tuple[EngineName, ...]:
-        """"none" first, then every preset that sets more than the quality already does."""
-        return (NO_PRESET, *(p for p in self.presets
-                             if p.name != PRESET_NONE and {key for key, _ in p.sets} - QUALITY_FIELDS))
+        """"none" first, then every preset that sets more than the quality already does (or whose
+        settings are not known)."""
+        return (NO_PRESET, *(p for p in self.presets if p.name != PRESET_NONE
+                             and (p.sets is None or {key for key, _ in p.sets} - QUALITY_FIELDS)))
 
     def status(self) -> str:
         """One or two lines for the dialog: the fallback's reason, and each plug-in problem."""
@@ -459,7 +462,7 @@ def _engine_names(items: object, keep: Callable[[Mapping], bool] = lambda item: 
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not keep(item):
             continue
         sets = item.get("sets")
-        pairs = tuple((str(k), str(v)) for k, v in sets.items()) if isinstance(sets, dict) else ()
+        pairs = tuple((str(k), str(v)) for k, v in sets.items()) if isinstance(sets, dict) else None
         names.append(EngineName(item["name"], one_line(str(item.get("description") or "")),
                                 str(item.get("distribution") or "built-in"), pairs))
     return tuple(names)

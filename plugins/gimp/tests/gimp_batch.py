@@ -24,7 +24,8 @@ OUT = os.environ["NST_E2E_OUT"]
 PROC_NAME = "python-fu-nst-style-transfer"
 ENGINE_CONFIG = os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", "nst-style-transfer", "nst-engine.json")
 results = {"cases": {}, "gimp_version": Gimp.version()}
-RESULTS = "results-flatpak.json" if os.environ.get("NST_E2E_MODE") == "flatpak" else "results.json"
+RESULTS = {"flatpak": "results-flatpak.json", "dialog": "results-dialog.json"}.get(os.environ.get("NST_E2E_MODE", ""),
+                                                                               "results.json")
 
 
 def save_results():
@@ -157,6 +158,56 @@ def names_case():
     return record
 
 
+def dialog_case():
+    """NST_E2E_MODE=dialog (a third GIMP run, with an X server: Xvfb): the dialog's Preset and
+    Style loss lists themselves, the installed filter's ChoicesView (GTK widgets) on GIMP's own
+    procedure config, filled in the background from the engine as the dialog fills them; then a
+    pick in a list, GIMP's Reset and a saved name that is no longer installed."""
+    import importlib.util
+
+    import gi
+
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk  # noqa: F401 - initialises GTK on the display
+
+    path = os.path.join(os.path.dirname(ENGINE_CONFIG), "nst-style-transfer.py")
+    spec = importlib.util.spec_from_file_location("nst_style_transfer", path)
+    filt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filt)
+    config = procedure.create_config()
+    config.set_property("preset", "example-colorful")  # as saved by an earlier run
+
+    def lists():
+        return {prop: {"active": combo.get_active_id(), "items": [[row[1], row[0]] for row in combo.get_model()]}
+                for prop, combo in view.combos.items()}
+
+    view = filt.ChoicesView(config)
+    record = {"before": lists()}
+    started = time.time()
+    view.refresh()
+    loop = GLib.MainLoop()
+
+    def answered():
+        if view.final or time.time() - started > 120:
+            loop.quit()
+            return False
+        return True
+
+    GLib.timeout_add(100, answered)
+    loop.run()
+    record["seconds"] = round(time.time() - started, 2)
+    record["after"] = lists()
+    record["status"] = view.status.get_text()
+    record["tooltip"] = view.combos["preset"].get_tooltip_text()
+    view.combos["style-loss"].set_active_id("channel-mean")  # the user picks the plug-in's style loss
+    record["config_after_pick"] = config.get_property("style-loss")
+    config.set_property("preset", "none")  # what Reset does to the config
+    record["preset_after_reset"] = view.combos["preset"].get_active_id()
+    config.set_property("style-loss", "gone-loss")  # Load Saved Settings: a plug-in since removed
+    record["after_gone"] = lists()["style-loss"]
+    results["cases"]["dialog"] = record
+
+
 procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
 results["registered"] = procedure is not None
 if procedure is not None:
@@ -275,6 +326,8 @@ def main_cases():
 # sys.exit() in a batch command makes GIMP exit 64: choose the cases instead
 if os.environ.get("NST_E2E_MODE") == "flatpak":
     flatpak_case()
+elif os.environ.get("NST_E2E_MODE") == "dialog":
+    dialog_case()
 else:
     main_cases()
 results["done"] = True
