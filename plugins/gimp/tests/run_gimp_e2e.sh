@@ -135,7 +135,8 @@ if [ $rc -eq 0 ]; then  # the dialog's lists: a third GIMP with an X server (Xvf
     UI_OVERLAY=${NST_GIMP_UI_OVERLAY:-/var/tmp/nst-gimp3-ui-overlay}
     if NST_GIMP_OVERLAY=$UI_OVERLAY bash "$CHROOT_SH" exec -- /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         DEBIAN_FRONTEND=noninteractive sh -c 'command -v Xvfb >/dev/null && exit 0
-            apt-get update -qq && apt-get install -y -qq --no-install-recommends xvfb' >"$OUT/xvfb-install.log" 2>&1
+            apt-get update -qq && apt-get install -y -qq --no-install-recommends xvfb || exit 1
+            apt-get clean; rm -rf /var/lib/apt/lists/*' >"$OUT/xvfb-install.log" 2>&1
     then
         NST_GIMP_OVERLAY=$UI_OVERLAY bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root \
             PATH=/usr/bin:/bin LANG=C.UTF-8 GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
