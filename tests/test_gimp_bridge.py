@@ -685,6 +685,7 @@ def test_plugin_preset_and_style_loss_run_and_the_record_names_the_distribution(
     used = {(p["kind"], p["name"]): p["distribution"] for p in record["plugins"]}
     assert used[("loss term", "channel-mean")].startswith("nst-plugin-example ")
     assert used[("loss term", "mean-color")].startswith("nst-plugin-example ")  # the preset's extra loss
+    assert used[("preset", "example-colorful")].startswith("nst-plugin-example ")  # and the preset itself
 
 
 def test_unknown_preset_gets_the_engines_one_line_error(tmp_path, examples):

@@ -317,6 +317,7 @@ def test_plugin_preset_and_style_loss_run_and_the_layer_carries_the_record(e2e):
     assert used[("loss term", "channel-mean")].startswith("nst-plugin-example ")
     assert used[("loss term", "mean-color")].startswith("nst-plugin-example ")
     assert used[("loss term", "content")] == "built-in"
+    assert used[("preset", "example-colorful")].startswith("nst-plugin-example ")
     argv = next(a for a in engine_runs(out) if "--preset" in a and "--seed" in a and a[a.index("--seed") + 1] == "5")
     assert argv[argv.index("--preset") + 1] == "example-colorful"
     assert argv[argv.index("--style-loss") + 1] == "channel-mean"
