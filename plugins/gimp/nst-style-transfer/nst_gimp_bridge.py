@@ -6,7 +6,8 @@ GIMP's own Python has no torch, so the plug-in runs the engine out of process::
 
 and reads one JSON object per line from its stdout (the event schema of ``nst run --progress jsonl``:
 start, step, saved, warning, done, error). This module builds that argument list, finds the
-interpreter, parses the events into progress text, turns failures into one readable line, writes
+interpreter, asks the engine for its presets and style losses (``nst list json``, plug-ins'
+included) for the dialog, parses the events into progress text, turns failures into one readable line, writes
 PNGs from raw pixel bytes, keeps private temp folders tidy and starts/stops the engine so that
 GIMP's Cancel also ends it. It imports only the standard library (no ``gi``), so ordinary pytest
 on any machine covers it (tests/test_gimp_bridge.py); nst-style-transfer.py is the thin GIMP side.
