@@ -225,7 +225,7 @@ def test_plugins_lists_distributions_versions_and_failures(site):
     assert result.exit_code == 1  # something failed
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert ["mean-color", "nst-plugin-example", "0.1.0", "nst_plugin_example.plugin",
-            "backbone example-tiny, loss term mean-color, layer schedule example-deep-first, "
+            "backbone example-tiny, loss term mean-color, loss term channel-mean, layer schedule example-deep-first, "
             "preset example-colorful"] in rows
     assert ["broken", "nst-cli-test-broken", "1.2.3", "nst_cli_test_broken", "failed to load"] in rows
 
