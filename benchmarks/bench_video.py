@@ -40,7 +40,9 @@ from benchmarks.common import CONTENT, STYLE, append_markdown  # noqa: E402
 from benchmarks.evaluator import CONTENT_LAYERS, Evaluator  # noqa: E402
 from nst_core.image import read_image, resize, save_image  # noqa: E402
 from nst_core.planning import working_shape  # noqa: E402
-from nst_core.video.chain import assemble_chunks, frame_path, plan_chunks, run_chunk, stylize_video  # noqa: E402
+from nst_core.batch import LocalExecutor  # noqa: E402
+from nst_core.video.chain import frame_path, stylize_video  # noqa: E402
+from nst_core.video.chunked import stylize_video_chunked  # noqa: E402
 from nst_core.video.flow import get_flow_estimator  # noqa: E402
 from nst_core.video.io import write_video  # noqa: E402
 from nst_core.video.metrics import clip_warping_errors, input_motion  # noqa: E402
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", nargs="*", default=[], metavar="STEPS:WEIGHT",
                         help="temporal runs as next-steps:weight pairs (instead of every --next-steps x --weights)")
     parser.add_argument("--chunks", default=None, metavar="LENGTH:OVERLAP",
-                        help="also the default temporal run cut into chunks (run_chunk each, overlaps crossfaded)")
+                        help="also the default temporal run cut into chunks (stylize_video_chunked on --workers "
+                             "local workers, overlaps crossfaded)")
+    parser.add_argument("--workers", type=int, default=1, help="local workers of the --chunks run")
     parser.add_argument("--long-term", type=int, nargs="*", default=[], help="also a run with these (e.g. 2 4)")
     parser.add_argument("--metric-flow", default="farneback",
                         help="flow of the warping error (not the chain's DIS: the chain is not judged by its own flow)")
@@ -134,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunks:
         length, overlap = (int(v) for v in args.chunks.split(":"))
         next_steps, weight = pairs[0]
-        chunks = plan_chunks(args.frames, length, overlap)
         t0 = time.perf_counter()
-        parts = [run_chunk(clip_dir, chunk, style, config, frames_dir=work / f"chunks-{length}-{overlap}-{chunk.index}",
-                           registries=registries, temporal_weight=weight, first_steps=args.steps,
-                           next_steps=next_steps, fps=24) for chunk in chunks]
+        chunked = stylize_video_chunked(
+            clip_dir, style, work / f"chunked-{length}-{overlap}", config, chunk_length=length, overlap=overlap,
+            executor=LocalExecutor(args.device, workers=args.workers, registries=registries),
+            frames_dir=work / f"chunks-{length}-{overlap}", registries=registries, temporal_weight=weight,
+            first_steps=args.steps, next_steps=next_steps, fps=24)
         seconds = time.perf_counter() - t0
-        outputs = assemble_chunks(chunks, parts)
+        if chunked.status != "finished":
+            raise SystemExit(f"the chunked run ended {chunked.status}: {chunked.failures}")
+        chunks = list(chunked.chunks)
+        outputs = [read_image(p).rgb for p in sorted((work / f"chunked-{length}-{overlap}").glob("*.png"))]
         errors = clip_warping_errors(outputs, motion)
         # the transitions into and across each overlap (pair t-1 -> t for t in start .. start + overlap)
         seams = sorted({t for c in chunks[1:] for t in range(c.start, c.start + c.overlap + 1) if t >= 1})

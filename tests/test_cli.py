@@ -6,7 +6,9 @@ test_cli_subprocess.py.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 import re
 import signal
 import textwrap
@@ -223,7 +225,7 @@ def test_plugins_lists_distributions_versions_and_failures(site):
     assert result.exit_code == 1  # something failed
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert ["mean-color", "nst-plugin-example", "0.1.0", "nst_plugin_example.plugin",
-            "backbone example-tiny, loss term mean-color, layer schedule example-deep-first, "
+            "backbone example-tiny, loss term mean-color, loss term channel-mean, layer schedule example-deep-first, "
             "preset example-colorful"] in rows
     assert ["broken", "nst-cli-test-broken", "1.2.3", "nst_cli_test_broken", "failed to load"] in rows
 
@@ -284,9 +286,28 @@ def test_loss_option_syntax():
     assert (spec.name, spec.weight) == ("mean-color", 0.5)
     assert dict(spec.params) == {"power": 1, "mode": "fast", "flag": True, "eps": 0.001}
     assert options.loss_spec("tv", "--loss").weight == 1.0
-    for bad in ("tv:heavy", "tv,exponent", ":2", "tv,,x=1"):
+    for bad in ("tv:heavy", "tv,exponent", ":2", "tv,,x=1", "mrf,layers=relu3_1+", "mrf,layers=a,layers=b"):
         with pytest.raises(ConfigError, match="--loss"):
             options.loss_spec(bad, "--loss")
+
+
+def test_loss_option_sets_the_terms_own_layers_and_schedule():
+    spec = options.loss_spec("mrf:0.5,layers=relu3_1+relu4_1,schedule=uniform,patch_size=5", "--loss")
+    assert (spec.layers, spec.schedule, dict(spec.params)) == (("relu3_1", "relu4_1"), "uniform", {"patch_size": 5})
+
+
+def test_loss_option_layers_reach_the_run(tmp_path):
+    out = tmp_path / "out.png"
+    result = nst("run", CONTENT, STYLE, "-o", out, "--size", 32, "--steps", 1,
+                 "--loss", "mean-std:0.5,layers=relu1_1+relu2_1,schedule=uniform")
+    assert result.exit_code == 0, result.output
+    record = json.loads(Path(f"{out}.json").read_text())
+    extra = record["config"]["extra_losses"]
+    assert extra == [{"name": "mean-std", "weight": 0.5, "layers": ["relu1_1", "relu2_1"], "schedule": "uniform",
+                      "layer_weights": None, "params": {}}]
+    wrong = nst("run", CONTENT, STYLE, "-o", tmp_path / "b.png", "--size", 32, "--steps", 1,
+                "--loss", "mean-std:0.5,layers=relu1_1+relu9_9")
+    assert wrong.exit_code != 0 and "relu9_9" in wrong.output and "Traceback" not in wrong.output
 
 
 def test_layer_weights_from_text_and_from_a_toml_table():

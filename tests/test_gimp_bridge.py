@@ -27,11 +27,13 @@ from helpers import GIMP_PLUGIN_DIR as PLUGIN_DIR, ROOT as REPO, load_bridge
 bridge = load_bridge()
 
 
-def engine_python(tmp_path: Path) -> str:
+def engine_python(tmp_path: Path, *extra_paths: Path) -> str:
     """This checkout's engine as the plug-in starts it: the bridge clears PYTHONPATH (GIMP's), so a
-    wrapper puts this tree's nst_core and nst_cli first, as an installed nst-core would be."""
+    wrapper puts this tree's nst_core, nst_cli and example plug-in first (as installed ones would
+    be; the example's distribution metadata is the installed one), then ``extra_paths``."""
     wrapper = tmp_path / "engine-python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={REPO}:{REPO / 'plugins' / 'cli'} exec {sys.executable} \"$@\"\n")
+    path = ":".join(str(p) for p in (REPO, REPO / "plugins" / "cli", REPO / "tests" / "plugin_example", *extra_paths))
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={path} exec {sys.executable} \"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -509,3 +511,217 @@ def test_argv_runs_the_real_engine(tmp_path, examples):
     assert any(t.startswith("Style transfer: step 2/2") for t in texts)
     with Image.open(tmp_path / "out.png") as out:
         assert max(out.size) == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's presets and style losses (the dialog's lists), and the names a run passes on
+# ---------------------------------------------------------------------------------------------
+
+
+def test_preset_and_style_loss_are_passed_only_when_chosen():
+    chosen = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o",
+                                                          preset="example-colorful", style_loss="channel-mean"))
+    assert chosen[chosen.index("--preset") + 1] == "example-colorful"
+    assert chosen[chosen.index("--style-loss") + 1] == "channel-mean"
+    default = bridge.build_argv("py", bridge.EngineRequest(content="c", style="s", output="o"))
+    assert "--preset" not in default and "--style-loss" not in default  # a preset's own style loss is kept
+    assert (bridge.PRESET_NONE, bridge.DEFAULT_STYLE_LOSS) == ("none", "gram")
+
+
+@pytest.mark.parametrize("bad", [{"preset": ""}, {"preset": "--device"}, {"style_loss": "two words"},
+                                 {"style_loss": "tab\there"}, {"preset": None}, {"style_loss": "-x"}])
+def test_request_rejects_what_cannot_be_a_name(bad):
+    with pytest.raises(bridge.BridgeError, match="is not a name"):
+        bridge.EngineRequest(content="c", style="s", output="o", **bad)
+
+
+def test_unknown_names_are_left_to_the_engine():
+    request = bridge.EngineRequest(content="c", style="s", output="o", preset="no-such", style_loss="x.y+z")
+    assert request.preset == "no-such"  # the engine's "unknown preset ..." is the message the user gets
+
+
+def _listing(**overrides) -> str:
+    data = {"format": "nst-list/1", "presets": [
+        {"name": "fast", "description": "quick", "distribution": "built-in", "sets": {"size": "256", "steps": "100"}},
+        {"name": "soft", "description": "gentle", "distribution": "built-in", "sets": {"style_weight": "0.3"}},
+        {"name": "mine", "description": "my look", "distribution": "my-dist 2.0",
+         "sets": {"size": "64", "extra_losses": "mean-color:0.5"}},
+        {"name": "empty", "distribution": "my-dist 2.0", "sets": {}},
+        {"name": "older", "distribution": "my-dist 2.0"},  # settings not given: offered
+        {"description": "no name: skipped"}],
+        "loss_terms": [{"name": "gram", "role": "style", "distribution": "built-in"},
+                       {"name": "tv", "role": "image", "distribution": "built-in"},
+                       {"name": "swirl", "role": "style", "description": "swirls", "distribution": "my-dist 2.0"}],
+        "problems": ["plug-in 'bad' (bad-dist 1.0) failed to load: ImportError: x"]}
+    data.update(overrides)
+    return "some library's chatter\n" + json.dumps(data) + "\n"
+
+
+def test_parse_choices_keeps_style_losses_and_presets_that_set_more_than_the_quality():
+    choices = bridge.parse_choices(_listing())
+    assert [p.name for p in choices.presets] == ["fast", "soft", "mine", "empty", "older"]
+    assert [p.name for p in choices.dialog_presets()] == ["none", "soft", "mine", "older"]  # fast: size, steps
+    assert [loss.name for loss in choices.style_losses] == ["gram", "swirl"]
+    mine = choices.presets[2]
+    assert mine.label == "mine (plug-in my-dist 2.0)" and choices.style_losses[0].label == "gram"
+    assert mine.help == "my look; sets --size 64 --extra-losses mean-color:0.5"
+    assert choices.note is None and choices.problems == ("plug-in 'bad' (bad-dist 1.0) failed to load: ImportError: x",)
+    assert choices.status() == ("Plug-in problem (its names are missing; 'nst plugins' tells more): "
+                                "plug-in 'bad' (bad-dist 1.0) failed to load: ImportError: x")
+
+
+@pytest.mark.parametrize("stdout", ["", "not json\n", json.dumps({"format": "nst-list/2", "presets": [],
+                                                                   "loss_terms": []}),
+                                    json.dumps({"format": "nst-list/1", "presets": {}, "loss_terms": []}),
+                                    json.dumps({"format": "nst-list/1", "presets": []}), "[1, 2]"])
+def test_parse_choices_refuses_other_output(stdout):
+    with pytest.raises(bridge.BridgeError, match="did not list its presets"):
+        bridge.parse_choices(stdout)
+    fallback = bridge.choices_from_output(0, stdout, "")
+    assert [p.name for p in fallback.dialog_presets()] == ["none", *bridge.FALLBACK_PRESETS]
+    assert fallback.note.startswith("Showing the built-in presets and style losses only: the engine did not list")
+
+
+def test_choices_from_a_failed_engine_say_why_in_one_line():
+    stderr = 'Traceback (most recent call last):\n  File "x", line 1\nModuleNotFoundError: No module named nst_cli\n'
+    choices = bridge.choices_from_output(1, "", stderr)
+    assert choices.note == ("Showing the built-in presets and style losses only: the engine could not list them: "
+                            "ModuleNotFoundError: No module named nst_cli")
+    assert "\n" not in choices.note and choices.status() == choices.note
+
+
+def test_list_choices_falls_back_when_the_engine_cannot_be_asked(tmp_path):
+    missing = bridge.list_choices(bridge.EngineLocation("/nonexistent/python3", "test"))
+    assert "cannot start the engine's Python '/nonexistent/python3'" in missing.note
+    assert [loss.name for loss in missing.style_losses] == list(bridge.FALLBACK_STYLE_LOSSES)
+    assert "nst gimp install" in bridge.list_choices(None).note
+    slow = tmp_path / "slow-python"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o755)
+    started = time.monotonic()
+    timed_out = bridge.list_choices(bridge.EngineLocation(str(slow), "test"), timeout=1.0)
+    assert time.monotonic() - started < 10 and "did not answer within 1 s" in timed_out.note
+    bare = tmp_path / "bare-python"  # a Python without site-packages: no nst_cli
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    no_nst = bridge.list_choices(bridge.EngineLocation(str(bare), "test"))
+    assert no_nst.note.startswith("Showing the built-in presets and style losses only: the engine could not list "
+                                  "them: ") and no_nst.note.endswith("No module named nst_cli")
+
+
+def test_list_choices_asks_the_real_engine_plugins_included(tmp_path):
+    choices = bridge.list_choices(bridge.EngineLocation(engine_python(tmp_path), "test"))
+    assert choices.note is None and choices.problems == (), choices
+    presets = {p.name: p for p in choices.dialog_presets()}
+    assert presets["example-colorful"].distribution.startswith("nst-plugin-example ")
+    assert "--extra-losses mean-color:0.5" in presets["example-colorful"].help
+    assert "fast" not in presets and "soft" in presets and "gatys-2015" in presets
+    losses = {loss.name: loss for loss in choices.style_losses}
+    assert losses["channel-mean"].label.startswith("channel-mean (plug-in nst-plugin-example ")
+    assert losses["gram"].builtin and "mean-color" not in losses
+
+
+def test_fallback_names_are_the_engines_built_ins(tmp_path):
+    environ = {**os.environ, "NST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    choices = bridge.list_choices(bridge.EngineLocation(engine_python(tmp_path), "test"), environ=environ)
+    assert choices.note is None
+    assert tuple(p.name for p in choices.dialog_presets()[1:]) == bridge.FALLBACK_PRESETS
+    assert tuple(loss.name for loss in choices.style_losses) == bridge.FALLBACK_STYLE_LOSSES
+    fallback = bridge.fallback_choices("the reason")  # what the dialog shows without the engine's answer
+    assert [p.name for p in fallback.dialog_presets()] == ["none", *bridge.FALLBACK_PRESETS]
+
+
+BROKEN_PLUGIN = "import no_such_module_for_the_gimp_bridge\n"
+
+
+def _broken_site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "nst_gimp_test_broken.py").write_text(BROKEN_PLUGIN)
+    info = site / "nst_gimp_test_broken-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nst-gimp-test-broken\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[nst_core]\nbroken = nst_gimp_test_broken\n")
+    return site
+
+
+def test_a_broken_plugin_is_stated_by_the_listing_and_not_repeated_after_the_run(tmp_path, examples):
+    """`nst run` warns about a broken plug-in at every run; the dialog names it once (the listing's
+    problems) and the message after the run leaves it out, keeping the run's own warnings."""
+    python = engine_python(tmp_path, _broken_site(tmp_path))
+    choices = bridge.list_choices(bridge.EngineLocation(python, "test"))
+    assert len(choices.problems) == 1 and "'broken' (nst-gimp-test-broken 1.2.3)" in choices.problems[0]
+    assert "Plug-in problem" in choices.status() and "\n" not in choices.status()
+    assert "channel-mean" in {loss.name for loss in choices.style_losses}  # the others still work
+    content = tmp_path / "content.png"
+    with Image.open(examples / "tubingen.jpg") as im:
+        im.convert("RGB").resize((40, 30)).save(content)
+    Image.new("L", (20, 20), 255).save(tmp_path / "mask.png")  # another size: the run's own warning
+    request = bridge.EngineRequest(content=str(content), style=str(examples / "starry_night.jpg"),
+                                   output=str(tmp_path / "out.png"), region_size=(40, 30), size=32, steps=1,
+                                   device="cpu", mask=str(tmp_path / "mask.png"))
+    outcome = bridge.run_engine(bridge.build_argv(python, request), str(tmp_path), lambda *a: None)
+    assert bridge.outcome_error(outcome) is None, outcome
+    warnings = outcome.state.warnings
+    assert choices.problems[0] in warnings  # nst run repeats the plug-in problem ...
+    shown = bridge.run_warnings(warnings, choices.problems)
+    assert shown and not any("nst-gimp-test-broken" in w for w in shown)  # ... which the message leaves out
+    assert any("mask" in w for w in shown)
+    assert bridge.run_warnings(warnings) == shown  # also when the dialog had no answer yet
+
+
+def test_plugin_preset_and_style_loss_run_and_the_record_names_the_distribution(tmp_path, examples):
+    content = tmp_path / "content.png"
+    with Image.open(examples / "tubingen.jpg") as im:
+        im.convert("RGB").resize((40, 30)).save(content)
+    request = bridge.EngineRequest(content=str(content), style=str(examples / "starry_night.jpg"),
+                                   output=str(tmp_path / "out.png"), region_size=(40, 30), size=32, steps=2,
+                                   device="cpu", preset="example-colorful", style_loss="channel-mean")
+    outcome = bridge.run_engine(bridge.build_argv(engine_python(tmp_path), request), str(tmp_path), lambda *a: None)
+    assert bridge.outcome_error(outcome) is None, outcome
+    assert outcome.state.record == str(tmp_path / "out.png.json")  # what the filter attaches to the layer
+    record = json.loads(Path(outcome.state.record).read_text())
+    assert record["config"]["style_loss"] == "channel-mean"
+    used = {(p["kind"], p["name"]): p["distribution"] for p in record["plugins"]}
+    assert used[("loss term", "channel-mean")].startswith("nst-plugin-example ")
+    assert used[("loss term", "mean-color")].startswith("nst-plugin-example ")  # the preset's extra loss
+    assert used[("preset", "example-colorful")].startswith("nst-plugin-example ")  # and the preset itself
+
+
+def test_unknown_preset_gets_the_engines_one_line_error(tmp_path, examples):
+    request = bridge.EngineRequest(content=str(examples / "tubingen.jpg"), style=str(examples / "starry_night.jpg"),
+                                   output=str(tmp_path / "out.png"), size=32, steps=1, device="cpu",
+                                   preset="no-such-preset")
+    outcome = bridge.run_engine(bridge.build_argv(engine_python(tmp_path), request), str(tmp_path), lambda *a: None)
+    message = bridge.outcome_error(outcome)
+    assert message.startswith("Neural style transfer failed: unknown preset 'no-such-preset'") and "\n" not in message
+
+
+def test_is_plugin_problem():
+    assert bridge.is_plugin_problem("preset 'x' from plug-in 'p' (d 1.0) uses the unknown loss term 'y'; it is ignored")
+    assert bridge.is_plugin_problem('plug-in "o\'b" (d 1.0) failed to load: ImportError: z')
+    assert bridge.is_plugin_problem("anything at all", ["anything  at all"])  # a listed problem, whitespace aside
+    assert not bridge.is_plugin_problem("the device ran out of memory; worked at 512 px instead")
+
+
+def test_the_dialogs_estimate_counts_the_presets_scales():
+    """gatys-2015 runs at one scale: the estimate must say so (the quality alone would plan two)."""
+    from typer.testing import CliRunner
+
+    from nst_cli.app import app
+
+    request = bridge.EngineRequest(content="", style="", output="", region_size=(900, 600), device="cpu",
+                                   preset="gatys-2015")
+    argv = bridge.build_estimate_argv("python", request)
+    assert argv[-2:] == ["--preset", "gatys-2015"]
+    assert "--preset" not in bridge.build_estimate_argv("python", bridge.EngineRequest(content="", style="",
+                                                                                        output=""))
+    answers = {}
+    for name, args in (("preset", argv[4:]), ("none", argv[4:-2])):
+        result = CliRunner().invoke(app, [*args, "--no-calibrate"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        answers[name] = bridge.parse_estimate(result.output)
+    assert answers["preset"].sizes == ((900, 600),) and answers["none"].sizes == ((450, 300), (900, 600))
+    unknown = CliRunner().invoke(app, [*argv[4:-1], "no-such-preset", "--no-calibrate"])
+    with pytest.raises(bridge.BridgeError, match="unknown preset 'no-such-preset'"):
+        bridge.parse_estimate(unknown.output)

@@ -287,3 +287,72 @@ def test_cancel_kills_the_engine_and_temp_files_are_cleaned_next_run(e2e):
     assert rec["status"] == "calling-error" and rec["layers_after"] == 1
     assert len(rec["tempdirs_after"]) == 1, "a killed plug-in leaves its temp folder behind"
     assert results["tempdirs_at_end"] == [], "stale temp folders were not cleaned by the next run"
+
+
+def test_dialog_lists_the_engines_presets_and_style_losses_with_plugins(e2e):
+    """What the dialog's lists are made of (the installed bridge, in GIMP's own Python, asking the
+    engine), with the example plug-in package (tests/plugin_example, installed with the venv)."""
+    rec = case(e2e, "names")
+    assert rec["note"] is None and rec["problems"] == [], rec  # the engine answered, no broken plug-in
+    presets = {name: (label, help_text) for name, label, help_text in rec["presets"]}
+    losses = {name: (label, help_text) for name, label, help_text in rec["style_losses"]}
+    assert rec["presets"][0][0] == "none" and {"soft", "painterly", "gatys-2015"} <= set(presets)
+    assert not {"fast", "balanced", "best"} & set(presets)  # only size and steps: the quality sets those
+    label, help_text = presets["example-colorful"]
+    assert label.startswith("example-colorful (plug-in nst-plugin-example ") and "mean-color:0.5" in help_text
+    assert rec["style_losses"][0][0] == "gram" and {"mean-std", "wasserstein", "histogram", "mrf"} <= set(losses)
+    assert losses["channel-mean"][0].startswith("channel-mean (plug-in nst-plugin-example ")
+    assert "mean-color" not in losses and "content" not in losses  # not style terms
+
+
+def test_plugin_preset_and_style_loss_run_and_the_layer_carries_the_record(e2e):
+    out, _, _ = e2e
+    run = case(e2e, "names")["run"]
+    assert run["status"] == "success", run
+    assert run["layers_after"] == 2 and run["record_flags"] == 1  # GIMP_PARASITE_PERSISTENT: kept in XCF
+    record = run["record"]
+    assert record["config"]["style_loss"] == "channel-mean"
+    assert [spec["name"] for spec in record["config"]["extra_losses"]] == ["mean-color"]  # from the preset
+    used = {(p["kind"], p["name"]): p["distribution"] for p in record["plugins"]}
+    assert used[("loss term", "channel-mean")].startswith("nst-plugin-example ")
+    assert used[("loss term", "mean-color")].startswith("nst-plugin-example ")
+    assert used[("loss term", "content")] == "built-in"
+    assert used[("preset", "example-colorful")].startswith("nst-plugin-example ")
+    argv = next(a for a in engine_runs(out) if "--preset" in a and "--seed" in a and a[a.index("--seed") + 1] == "5")
+    assert argv[argv.index("--preset") + 1] == "example-colorful"
+    assert argv[argv.index("--style-loss") + 1] == "channel-mean"
+
+
+@pytest.mark.parametrize(("name", "expected"), [("unknown-preset", "no-such-preset"),
+                                                ("unknown-style-loss", "no-such-loss")])
+def test_unknown_preset_or_style_loss_gets_the_engines_one_line_error(e2e, name, expected):
+    rec = case(e2e, "names")[name]
+    assert rec["status"] == "execution-error", rec
+    assert rec["message"].startswith("Neural style transfer failed: ") and expected in rec["message"]
+    assert "\n" not in rec["message"] and "Traceback" not in rec["message"]
+    assert rec["layers_after"] == 2  # the earlier successful run's layer, nothing more
+
+
+def test_the_dialogs_lists_fill_from_the_engine_in_gtk(e2e):
+    """The dialog's own Preset and Style loss widgets (ChoicesView) on GIMP's procedure config, in a
+    GIMP with an X server: built-in names at once, the engine's (plug-ins' included) once it answers."""
+    out, _, _ = e2e
+    results = json.loads((out / "results-dialog.json").read_text())
+    if "skipped" in results:
+        pytest.skip(results["skipped"])
+    rec = results["cases"]["dialog"]
+    before, after = rec["before"], rec["after"]
+    assert before["preset"]["active"] == "example-colorful"  # the saved value, kept while the engine is asked
+    assert [name for name, _ in before["style-loss"]["items"]] == ["gram", "mean-std", "wasserstein", "histogram",
+                                                                    "mrf"]
+    presets = dict(after["preset"]["items"])
+    losses = dict(after["style-loss"]["items"])
+    assert presets["example-colorful"].startswith("example-colorful (plug-in nst-plugin-example ")
+    assert losses["channel-mean"].startswith("channel-mean (plug-in nst-plugin-example ")
+    assert after["preset"]["active"] == "example-colorful" and after["style-loss"]["active"] == "gram"
+    assert "fast" not in presets and after["preset"]["items"][0][0] == "none"
+    assert rec["status"] == "" and "mean-color:0.5" in rec["tooltip"]  # no plug-in problem; what it sets
+    assert rec["config_after_pick"] == "channel-mean"  # a pick in the list is the procedure's argument
+    assert rec["preset_after_reset"] == "none"  # and the list follows the config (Reset, saved settings)
+    assert rec["after_gone"]["active"] == "gone-loss"
+    assert rec["after_gone"]["items"][-1] == ["gone-loss", "gone-loss (not known to the engine)"]

@@ -148,6 +148,8 @@ class ItemResult:
     stored in the output (None without one), ``seconds`` the wall time on the worker, ``loss`` J
     of the output (NaN when unknown), ``attempts`` how many workers ran it (more than one when a
     worker died), ``worker`` where it ran last, ``notes`` warnings about its inputs or run.
+    A :class:`~nst_core.batch.worker.Task` (a video chunk) returns its images in ``frames``
+    (encoded, in order) and its own bookkeeping in ``record``; ``data`` stays None.
     """
 
     id: str
@@ -162,6 +164,7 @@ class ItemResult:
     attempts: int = 1
     worker: str = ""
     notes: tuple[str, ...] = ()
+    frames: tuple[bytes, ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -181,15 +184,16 @@ class ItemResult:
         return written
 
 
-EventKind = Literal["start", "step", "retry"]
+EventKind = Literal["start", "step", "retry", "frame"]
 
 
 @dataclass(frozen=True)
 class ItemEvent:
     """Progress of one item, for a front-end: ``start`` (on a worker: ``worker``, ``seed``,
     ``sizes``, ``total``), ``step`` (``step`` of ``total``, ``loss`` J before it, ``elapsed``
-    seconds; a Ray worker sends at most about two a second per item) and ``retry`` (the
-    worker died; ``message`` says why and the item goes to another worker)."""
+    seconds; a Ray worker sends at most about two a second per item), ``retry`` (the
+    worker died; ``message`` says why and the item goes to another worker) and, from a task that
+    makes several images (a video chunk), ``frame`` (``step`` of its ``total`` images are done)."""
 
     item: str
     kind: EventKind

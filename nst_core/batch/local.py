@@ -16,14 +16,15 @@ import threading
 import torch
 
 from nst_core.batch.items import BatchItem, ItemEvent, ItemResult, failed
-from nst_core.batch.worker import Worker
+from nst_core.batch.worker import Task, Worker
 from nst_core.device import resolve_device
 from nst_core.errors import ConfigError
 from nst_core.registry import Registries, collect_registries
 
-Job = BatchItem | ItemResult
-"""What an executor takes: an item to run, or the result of one the caller could not prepare
-(an unreadable file), which is passed through in order."""
+Job = BatchItem | Task | ItemResult
+"""What an executor takes: an item (or a :class:`~nst_core.batch.worker.Task`, a video chunk) to
+run, or the result of one the caller could not prepare (an unreadable file), which is passed
+through in order."""
 
 POLL_SECONDS = 0.2
 """How often the driver looks at ``should_stop`` while it waits."""
@@ -61,6 +62,9 @@ class LocalExecutor:
     :func:`resolve_devices`), or ``workers`` threads spread over them. Workers on the CPU split
     its cores (``torch.set_num_threads``, for the run). The backbone is loaded once per worker.
     """
+
+    shares_filesystem = True
+    """The workers see the caller's files (a task may write its results in place)."""
 
     def __init__(self, devices: str | Sequence[str] = "auto", *, workers: int | None = None,
                  registries: Registries | None = None) -> None:
@@ -157,7 +161,7 @@ class _Threads:
                                 worker=worker.name)
             self.messages.put((index, result))
 
-    def start(self, item: BatchItem) -> None:
+    def start(self, item: BatchItem | Task) -> None:
         self.inboxes[self.idle.pop(0)].put(item)
 
     def next_message(self) -> ItemEvent | ItemResult | None:

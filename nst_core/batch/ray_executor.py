@@ -33,7 +33,7 @@ from typing import Any
 
 from nst_core.batch.items import BatchItem, ItemEvent, ItemResult, failed, one_line
 from nst_core.batch.local import Job
-from nst_core.batch.worker import Worker
+from nst_core.batch.worker import Task, Worker
 from nst_core.errors import NSTError
 
 INSTALL = "pip install 'nst-core[ray]'"
@@ -95,7 +95,7 @@ class RayWorker:
     def ready(self) -> str:
         return self.worker.name
 
-    def run(self, item: BatchItem, attempts: int) -> ItemResult:
+    def run(self, item: BatchItem | Task, attempts: int) -> ItemResult:
         buffer: list[ItemEvent] = []
         stop, pushed = [False], [0.0]
 
@@ -138,6 +138,9 @@ class RayExecutor:
     :param max_attempts: times an item is given to a worker before it fails (workers that die).
     :param stall_timeout: seconds without any live worker before the remaining items fail.
     """
+
+    shares_filesystem = False
+    """The workers may be on other machines: items and results travel as bytes."""
 
     def __init__(self, address: str | None = None, *, workers: int | None = None, cpus_per_worker: int = 1,
                  devices: str = "auto", max_attempts: int = 3, stall_timeout: float = 300.0,
@@ -274,8 +277,8 @@ class _Queue:
         self.ActorDiedError, self.RayActorError, self.RayError = ActorDiedError, RayActorError, RayError
         self.executor, self.ray, self.source, self.emit = executor, executor.ray, source, emit
         self.idle: deque[Any] = deque()
-        self.pending: deque[tuple[BatchItem, int]] = deque()
-        self.inflight: dict[Any, tuple[Any, BatchItem, int]] = {}
+        self.pending: deque[tuple[BatchItem | Task, int]] = deque()
+        self.inflight: dict[Any, tuple[Any, BatchItem | Task, int]] = {}
         self.pings: dict[Any, tuple[Any, float]] = {}
         # actor -> (when to ping it, the next delay); an actor gets items once its ping answered, so
         # one that cannot be placed (resources the cluster does not have) holds no item forever
@@ -292,7 +295,7 @@ class _Queue:
         except self.RayError:
             pass
 
-    def _next(self) -> tuple[BatchItem, int] | ItemResult | None:
+    def _next(self) -> tuple[BatchItem | Task, int] | ItemResult | None:
         """The next item to run (a retried one first), a result to pass on, or None: no more."""
         if self.pending:
             return self.pending.popleft()
@@ -402,7 +405,7 @@ class _Queue:
         self.done.add(item.id)
         yield result
 
-    def _lost(self, item: BatchItem, attempts: int, reason: str) -> Iterator[ItemResult]:
+    def _lost(self, item: BatchItem | Task, attempts: int, reason: str) -> Iterator[ItemResult]:
         """An item whose worker died: retried at the front of the queue, or failed after max_attempts."""
         if self.stopping:
             yield ItemResult(item.id, "stopped", extension=item.extension, attempts=attempts, error=reason)

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 import tempfile
 import time
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -26,6 +27,25 @@ from nst_core.registry import Registries, collect_registries
 EventSink = Callable[[ItemEvent], None]
 
 
+class Task(Protocol):
+    """A job of another kind than one picture (a video chunk, :class:`nst_core.video.ChunkJob`),
+    scheduled by the executors like a :class:`BatchItem`: they read its ``id`` and ``extension``
+    (for the failed results they make), move it to a worker (pickled, for Ray) and the worker calls
+    :meth:`run` with itself, so the task runs on the worker's device with the worker's loaded
+    backbone (:meth:`Worker.model`). ``run`` returns the task's :class:`ItemResult` (its
+    ``frames`` and ``record`` carry what it made) and may raise: the worker turns an exception into
+    a failed result."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def extension(self) -> str: ...
+
+    def run(self, worker: Worker, emit: EventSink, should_stop: Callable[[], bool] | None,
+            attempts: int) -> ItemResult: ...
+
+
 def decode(image: EncodedImage) -> tuple[Tensor, tuple[str, ...]]:
     """Decode an image's bytes (the same safe decoder as files; errors name ``image.name``) into
     a ``(1, 3, H, W)`` sRGB tensor in [0, 1], or ``(1, 4, H, W)`` with its alpha, and its notes."""
@@ -35,8 +55,8 @@ def decode(image: EncodedImage) -> tuple[Tensor, tuple[str, ...]]:
 
 
 class Worker:
-    """Runs :class:`BatchItem` objects one after another on ``device`` (``"cpu"``, ``"cuda:0"``,
-    ``"auto"`` ...), reusing one :class:`nst_core.Model` per backbone (weights loaded once).
+    """Runs :class:`BatchItem` (and :class:`Task`) objects one after another on ``device``
+    (``"cpu"``, ``"cuda:0"``, ``"auto"`` ...), reusing one :class:`nst_core.Model` per backbone (weights loaded once).
 
     ``threads`` sets torch's CPU threads for this process (``torch.set_num_threads``; None leaves
     them). ``event_interval`` thins ``step`` events to at most one per that many seconds (the last
@@ -55,7 +75,10 @@ class Worker:
         self.loads = 0
         """How many times a backbone was built (1 for a batch with one backbone)."""
 
-    def _model(self, config: StyleConfig) -> Model:
+    def model(self, config: StyleConfig) -> Model:
+        """The backbone and loss terms for ``config`` on this worker's device, built on first use
+        and kept for every later item with the same backbone and pooling."""
+        config = config.replace(device=self.device)
         key = (config.backbone, config.pooling)
         model = self._models.get(key)
         if model is None:
@@ -63,16 +86,19 @@ class Worker:
             self.loads += 1
         return model
 
-    def run(self, item: BatchItem, *, on_event: EventSink | None = None,
+    def run(self, item: BatchItem | Task, *, on_event: EventSink | None = None,
             should_stop: Callable[[], bool] | None = None, attempts: int = 1) -> ItemResult:
-        """Run ``item``; every failure (a bad image, an unknown name, out of memory, a bug) comes
-        back as a ``failed`` result with one line, never as an exception."""
+        """Run ``item`` (a task: its own :meth:`Task.run`); every failure (a bad image, an unknown
+        name, out of memory, a bug) comes back as a ``failed`` result with one line, never as an
+        exception."""
         started = time.perf_counter()
         emit = on_event or (lambda event: None)
         try:
             if should_stop is not None and should_stop():
                 return ItemResult(item.id, "stopped", extension=item.extension, attempts=attempts, worker=self.name,
                                   error="stopped before it started")
+            if not isinstance(item, BatchItem):
+                return item.run(self, emit, should_stop, attempts)
             return self._run(item, emit, should_stop, attempts, started)
         except NSTError as exc:
             return failed(item.id, str(exc), extension=item.extension, attempts=attempts, worker=self.name,
@@ -95,7 +121,7 @@ class Worker:
             masks = [None if mask is None else decode(mask)[0] for mask in item.masks]
         init = decode(item.init)[0][:, :3] if item.init is not None else None
         config = item.config.replace(device=self.device)
-        model = self._model(config)
+        model = self.model(config)
         plan = nst_core.plan(content, styles, config, registries=self.registries, model=model, init_image=init,
                              style_masks=masks)
         if plan.model is not model:  # the config needed deeper layers: keep the bigger model

@@ -32,12 +32,14 @@ output video is assembled from the PNGs at the end.
 into fixed lengths with a few frames of overlap; :func:`run_chunk` stylizes one chunk as its own
 chain (an executor calls it on a worker); :func:`blend_overlap` crossfades the frames two chunks
 share and :func:`assemble_chunks` joins the chunks' frames.
+:func:`nst_core.video.chunked.stylize_video_chunked` puts these together on the executors of
+:mod:`nst_core.batch` (several local devices or a Ray cluster), resumably.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 import hashlib
 import json
@@ -53,6 +55,7 @@ from torch import Tensor
 from nst_core.config import LossSpec, StyleConfig, config_to_dict
 from nst_core.errors import ConfigError, ResourceError, ResumeError
 from nst_core.image import ImageSource, fit_longest_side, read_image, resize, save_image, save_text
+from nst_core.planning import Model
 from nst_core.progress import Progress
 from nst_core.registry import Registries, collect_registries
 from nst_core.video.consistency import DEFAULT_DILATION, inconsistent_fraction, reliability
@@ -76,6 +79,8 @@ DEFAULT_SCENE_CUT = 0.5
 
 CHAIN_FILE = "chain.json"
 CHAIN_FORMAT = "nst-video-chain/1"
+CHUNKS_FILE = "chunks.json"
+"""The bookkeeping file of a chunked run (:mod:`nst_core.video.chunked`) in its frames folder."""
 
 
 @dataclass(frozen=True)
@@ -155,12 +160,16 @@ def _style_hash(styles: Sequence[ImageSource]) -> list[str]:
 
 
 def _settings(info: VideoInfo, styles: Sequence[ImageSource], config: StyleConfig, chain: Mapping[str, Any]) -> dict:
+    """What a frames folder was made with. Not the device: a chain stopped on one device may go on
+    on another (an executor's chunk goes to whichever worker is free), as ``nst batch``'s keys."""
+    settings = config_to_dict(config)
+    settings.pop("device", None)
     return {
         "source": {"path": str(Path(info.source).resolve()) if info.kind == "video" else info.source,
                    "start": info.start, "frames": info.frames, "every": info.every,
                    "size": [info.width, info.height]},
         "styles": _style_hash(styles),
-        "config": config_to_dict(config),
+        "config": settings,
         "chain": dict(chain),
     }
 
@@ -195,6 +204,8 @@ class _ChainFile:
         self.path = frames_dir / CHAIN_FILE
         saved = _load_chain_file(frames_dir)
         if saved is not None:
+            if isinstance(saved.get("settings"), dict) and isinstance(saved["settings"].get("config"), dict):
+                saved["settings"]["config"].pop("device", None)  # a folder from before the device was dropped
             diff = _differences(saved.get("settings"), json.loads(json.dumps(settings)))
             if diff:
                 raise ResumeError(f"{frames_dir}: its frames were made with other settings: {'; '.join(diff[:3])}; "
@@ -444,7 +455,10 @@ class _Chain:
             self._report("frame", index, cut=cut)
 
 
-def _prepare_frames_dir(frames_dir: str | os.PathLike | None, output: str | os.PathLike | None) -> Path:
+def _prepare_frames_dir(frames_dir: str | os.PathLike | None, output: str | os.PathLike | None,
+                        refuse: str | None = None) -> Path:
+    """The frames folder (default ``<output>.frames``), checked; ``refuse``: the bookkeeping file
+    of the other kind of run (one chain / chunks), whose folder this run must not mix with."""
     if frames_dir is None:
         if output is None:
             raise ConfigError("give an output or a frames_dir (where the finished frames are kept)")
@@ -454,6 +468,10 @@ def _prepare_frames_dir(frames_dir: str | os.PathLike | None, output: str | os.P
         raise ConfigError(f"{frames_dir}: exists and is not a folder; choose another frames_dir")
     if not frames_dir.parent.is_dir():
         raise ConfigError(f"{frames_dir}: the folder {str(frames_dir.parent)!r} does not exist")
+    if refuse is not None and (frames_dir / refuse).exists():
+        kind = "in chunks on several workers" if refuse == CHUNKS_FILE else "as one chain"
+        raise ResumeError(f"{frames_dir}: holds the frames of a run made {kind}; run it the same way to go on, "
+                          f"or give another frames folder")
     return frames_dir
 
 
@@ -480,7 +498,8 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
                   every: int = 1, fps: float | None = None, max_frames: int | None = None, codec: str | None = None,
                   crf: int | None = None, copy_audio: bool = True, registries: Registries | None = None,
                   on_progress: Callable[[VideoProgress], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None, **overrides: Any) -> VideoResult:
+                  should_stop: Callable[[], bool] | None = None, model: Model | None = None,
+                  **overrides: Any) -> VideoResult:
     """Stylize a video (file or image sequence) with temporal consistency; see the module docstring.
 
     :param source: a video file, a folder of images, a pattern like ``frames/%05d.png``, or an
@@ -507,6 +526,8 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
     :param on_progress: called with a :class:`VideoProgress` after every step and every frame.
     :param should_stop: checked before every step and frame; True stops with ``status="stopped"``
         (the finished frames stay).
+    :param model: an already loaded :class:`nst_core.Model` for ``config`` (an executor's worker
+        keeps one); default: loaded here.
     :raises NSTError: bad input (one line), before anything is written.
     """
     import nst_core
@@ -526,12 +547,12 @@ def stylize_video(source: str | os.PathLike | VideoReader, styles: ImageSource |
     registries = registries or collect_registries()
     estimator = get_flow_estimator(flow, registries) if temporal else None
     _check_output(output, codec)
-    frames_dir = _prepare_frames_dir(frames_dir, output)
+    frames_dir = _prepare_frames_dir(frames_dir, output, refuse=CHUNKS_FILE)
     if config.seed is None:
         config = config.replace(seed=0)  # one seed for every frame and every resumed call
     settings = _settings(reader.info, style_list, config, options.as_dict(config))
     chain_file = _ChainFile(frames_dir, settings)  # other settings in the folder: refused before any work
-    model = nst_core.load_model(config, registries=registries)
+    model = model or nst_core.load_model(config, registries=registries)
     missing = sum(not frame_path(frames_dir, i).exists() for i in range(reader.info.frames))
     _check_disk(frames_dir if frames_dir.exists() else frames_dir.parent, missing,
                 working_size(reader.info, config.size))
@@ -613,14 +634,33 @@ def assemble_chunks(chunks: Sequence[Chunk], outputs: Sequence[Sequence[Tensor]]
     frames): overlaps crossfaded by :func:`blend_overlap`, everything else as it is."""
     if len(chunks) != len(outputs):
         raise ConfigError(f"{len(chunks)} chunks but {len(outputs)} outputs")
-    frames: list[Tensor] = []
-    for chunk, out in zip(chunks, outputs):
+    return list(iter_assembled(chunks, outputs))
+
+
+def iter_assembled(chunks: Sequence[Chunk], outputs: Iterable[Sequence[Tensor]]) -> Iterator[Tensor]:
+    """:func:`assemble_chunks` one frame at a time: ``outputs`` is read one chunk at a time
+    (e.g. loaded from disk on demand) and only the frames the next chunk overlaps are held, so a
+    long clip never sits in memory."""
+    buffer: list[Tensor] = []
+    count = 0
+    for k, out in enumerate(outputs):
+        if k >= len(chunks):
+            raise ConfigError(f"{len(chunks)} chunks but more outputs")
+        chunk = chunks[k]
         if len(out) != chunk.frames:
             raise ConfigError(f"chunk {chunk.index} should have {chunk.frames} frames, got {len(out)}")
+        if chunk.overlap > len(buffer):
+            raise ConfigError(f"chunk {chunk.index} overlaps {chunk.overlap} frames, but only {len(buffer)} are "
+                              f"open before it")
         if chunk.overlap:
-            frames[-chunk.overlap:] = blend_overlap(frames[-chunk.overlap:], out[:chunk.overlap])
-        frames.extend(out[chunk.overlap:])
-    return frames
+            buffer[-chunk.overlap:] = blend_overlap(buffer[-chunk.overlap:], out[:chunk.overlap])
+        buffer.extend(out[chunk.overlap:])
+        keep = chunks[k + 1].overlap if k + 1 < len(chunks) else 0
+        yield from buffer[:len(buffer) - keep]
+        del buffer[:len(buffer) - keep]
+        count += 1
+    if count != len(chunks):
+        raise ConfigError(f"{len(chunks)} chunks but {count} outputs")
 
 
 def detect_scene_cuts(reader: VideoReader, size: int, *, flow: str = DEFAULT_FLOW,
@@ -670,5 +710,5 @@ def run_chunk(source: str | os.PathLike | VideoReader, chunk: Chunk, styles: Ima
 __all__ = [
     "DEFAULT_NEXT_STEPS_FRACTION", "DEFAULT_SCENE_CUT", "DEFAULT_TEMPORAL_WEIGHT", "ChainOptions", "Chunk",
     "FrameRecord", "VideoProgress", "VideoResult", "assemble_chunks", "blend_overlap", "detect_scene_cuts",
-    "frame_path", "plan_chunks", "run_chunk", "stylize_video", "working_size",
+    "frame_path", "iter_assembled", "plan_chunks", "run_chunk", "stylize_video", "working_size",
 ]

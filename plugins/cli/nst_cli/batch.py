@@ -24,12 +24,12 @@ import typer
 
 import nst_core
 from nst_core import NSTError, Registries
-from nst_core.batch import BatchItem, EncodedImage, ItemEvent, ItemResult, Job, LocalExecutor
+from nst_core.batch import BatchItem, EncodedImage, ItemEvent, ItemResult, Job
 from nst_core.batch.items import failed
 from nst_core.errors import ConfigError
 from nst_core.image import FORMATS
 
-from nst_cli import exit_codes, messages, run_options
+from nst_cli import executors, exit_codes, messages, run_options
 from nst_cli.batch_plan import (DEFAULT_NAME, NAME_FIELDS, SUMMARY, BatchJob, Digests, check_collisions,
                                 expand_inputs, is_done, job_key, output_path, read_manifest, read_summary,
                                 render_name)
@@ -43,7 +43,6 @@ from nst_cli.signals import StopOnSignal
 from nst_cli.tables import print_table
 
 JOBS = "Jobs and output names"
-WHERE = "Where it runs"
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -219,16 +218,6 @@ class Summary:
             os.fsync(handle.fileno())
 
 
-def _executor(ray: bool, ray_address: str | None, devices: str, workers: int | None, cpus_per_worker: int | None,
-              registries: Registries) -> Any:
-    if ray or ray_address:
-        from nst_core.batch.ray_executor import RayExecutor
-
-        return RayExecutor(address=ray_address, workers=workers, cpus_per_worker=cpus_per_worker or 1,
-                           devices=devices)
-    return LocalExecutor(devices, workers=workers, registries=registries)
-
-
 def run_jobs(jobs: Sequence[BatchJob], outdir: Path, make_executor: Callable[[], Any], reporter: BatchReporter,
              stop: StopOnSignal, *, force: bool = False) -> tuple[BatchTally, int]:
     """Skip what is done, run the rest on ``make_executor()`` (not made when nothing is left), write
@@ -335,20 +324,11 @@ def batch(
     status: Annotated[Path | None, option("Show the summary of the batch in this OUTDIR (each item's last "
                                           "status, output, time, loss and error) and exit.", OUTPUT,
                                           "--status")] = None,
-    devices: Annotated[str | None, option(
-        "Local devices, one worker each: auto (every CUDA GPU, else the CPU), cpu, cuda:0,cuda:1 ... "
-        "Default: --device's value.", WHERE, "--devices")] = None,
-    workers: Annotated[int | None, option(
-        "How many workers: locally spread over --devices (CPU workers split the cores); on Ray the number of "
-        "actors. Default: one per device / per GPU (or per --cpus-per-worker cores) of the cluster.",
-        WHERE, "--workers")] = None,
-    ray: Annotated[bool, typer.Option("--ray", rich_help_panel=WHERE,
-                                      help="Run on Ray: join the cluster in RAY_ADDRESS, else start one on this "
-                                           "machine (pip install 'nst-core[ray]').")] = False,
-    ray_address: Annotated[str | None, option("Join this Ray cluster: auto, HOST:PORT or ray://HOST:10001.", WHERE,
-                                              "--ray-address")] = None,
-    cpus_per_worker: Annotated[int | None, option("CPU cores per Ray actor on a cluster without GPUs. Default: 1.",
-                                                  WHERE, "--cpus-per-worker")] = None,
+    devices: executors.Devices = None,
+    workers: executors.Workers = None,
+    ray: executors.Ray = False,
+    ray_address: executors.RayAddress = None,
+    cpus_per_worker: executors.CpusPerWorker = None,
 ) -> None:
     """Stylise many images: every INPUT with the --style image(s), outputs in OUTDIR.
 
@@ -376,12 +356,10 @@ def batch(
                              registries=registries, recursive=recursive, grid=grid, manifest=manifest,
                              template=name, fmt=fmt.lower().lstrip("."), warn=reporter.warning)
             check_names(jobs, registries)
-            if cpus_per_worker is not None and not (ray or ray_address):
-                raise ConfigError("--cpus-per-worker is for Ray workers (--ray or --ray-address); locally "
-                                  "--workers splits the cores")
+            executors.check_where(ray, ray_address, cpus_per_worker)
             device = devices or jobs[0].settings.config.device
-            tally, code = run_jobs(jobs, outdir, lambda: _executor(ray, ray_address, device, workers,
-                                                                   cpus_per_worker, registries),
+            tally, code = run_jobs(jobs, outdir, lambda: executors.make_executor(ray, ray_address, device, workers,
+                                                                             cpus_per_worker, registries),
                                    reporter, stop, force=force)
     if code == exit_codes.SOME_FAILED:
         messages.error(f"{tally.failed} of {tally.total} items failed (the others were written); see "

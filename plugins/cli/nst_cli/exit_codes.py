@@ -16,7 +16,8 @@ NON_FINITE = 3
 
 
 SOME_FAILED = 4
-"""``nst batch``: some items failed (their errors are in OUTDIR/batch.jsonl); the others were written."""
+"""``nst batch``: some items failed (their errors are in OUTDIR/batch.jsonl); the others were written.
+``nst video`` in chunks: some chunks failed; the others are kept in its frames folder."""
 
 
 def interrupted(signum: int) -> int:

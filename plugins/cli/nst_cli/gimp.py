@@ -419,18 +419,26 @@ def estimate_command(
     fit_memory: Annotated[bool, typer.Option("--fit-memory/--no-fit-memory",
                                              help="Stop at the largest size that fits.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    preset: Annotated[str | None, typer.Option(help="Start from this preset (`nst list presets`), as the run "
+                                                    "will: its number of scales counts.")] = None,
     calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate",
                                             help="Estimate the time (measures the device once, then cached).")] = True,
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure the device again.")] = False,
 ) -> None:
     """Print, as one JSON line, what a run would do: working sizes, steps, the result's size, the
     upscale factor and (with the cached calibration) the time. The GIMP filter's dialog shows it."""
-    from nst_core import StyleConfig
+    from nst_core.config import config_from_preset
 
     from nst_cli import estimate
 
     try:
-        config = StyleConfig(size=size, steps=steps, step_decay=step_decay, fit_memory=fit_memory, device=device)
+        settings = {}
+        if preset is not None:
+            from nst_cli.registries import load_registries
+
+            settings = dict(load_registries(lambda line: None).presets.get(preset))
+        config = config_from_preset(settings, size=size, steps=steps, step_decay=step_decay, fit_memory=fit_memory,
+                                    device=device)
         calibrated = None
         measured = False
         if calibrate:

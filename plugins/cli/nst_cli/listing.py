@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nst_core import NSTError, StyleConfig
+from nst_core import LossSpec, NSTError, StyleConfig
 from nst_core.hookspecs import HOOK_API_VERSION
 from nst_core.planning import build_backbone, term_params
 from nst_core.plugins import AUTOLOAD_ENV, DISABLE_ENV, get_plugin_manager
@@ -27,7 +27,8 @@ list_app = typer.Typer(
     name="list", no_args_is_help=True, pretty_exceptions_show_locals=False,
     help="List backbones, loss terms, layer schedules, presets or a backbone's layers.",
     epilog="[bold]Examples[/bold]\n\n  nst list losses\n\n  nst list layers --backbone vgg19\n\n"
-           "  nst list presets | cut -f1   [dim](names only, when piped)[/dim]",
+           "  nst list presets | cut -f1   [dim](names only, when piped)[/dim]\n\n"
+           "  nst list json   [dim](everything, for programs)[/dim]",
 )
 
 
@@ -73,8 +74,7 @@ def list_losses() -> None:
         except NSTError as exc:
             messages.warn(str(exc))
             params = "(declared wrongly)"
-        role = getattr(entry.obj, "role", "")  # the class attribute; a factory function has none until called
-        rows.append([entry.name, role if isinstance(role, str) else "", params, entry.description, source(entry)])
+        rows.append([entry.name, _role(entry), params, entry.description, source(entry)])
     print_table(["name", "role", "parameters", "description", "from"], rows, title="loss terms (--style-loss, --loss)")
 
 
@@ -107,6 +107,59 @@ def list_layers(
                                            ("style", net.default_style_layers)) if name in layers]
         rows.append([name, str(net.channels[name]), " ".join(f"default {m}" for m in marks)])
     print_table(["layer", "channels", "default"], rows, title=f"layers of {backbone}")
+
+
+LIST_FORMAT = "nst-list/1"
+
+
+def _value_text(value: Any) -> str:
+    """A preset's value as the command line spells it: ``LossSpec`` -> ``name:weight[,key=value]``."""
+    if isinstance(value, LossSpec):
+        params = "".join(f",{key}={param}" for key, param in value.params.items())
+        return f"{value.name}:{value.weight:g}{params}"
+    if isinstance(value, (tuple, list)):
+        return " ".join(_value_text(item) for item in value)
+    return str(value)
+
+
+def _entry_json(entry: Entry, **extra: Any) -> dict[str, Any]:
+    """One registered name: ``distribution`` is what run records say (``"built-in"`` or
+    ``"NAME VERSION"`` of the plug-in's distribution)."""
+    return {"name": entry.name, "description": entry.description, "plugin": entry.plugin,
+            "distribution": entry.distribution, **extra}
+
+
+def _role(entry: Entry) -> str:
+    role = getattr(entry.obj, "role", "")  # the class attribute; a factory function has none until called
+    return role if isinstance(role, str) else ""
+
+
+@list_app.command("json", epilog=_example("nst list json", "nst list json | python -m json.tool"))
+def list_json() -> None:
+    """Every backbone, loss term, layer schedule and preset, with the plug-in and distribution that
+    provides each, and every plug-in problem: one JSON object on stdout, for programs (the GIMP
+    filter's dialog lists its presets and style losses from it).
+
+    ``{"format": "nst-list/1", "presets": [{"name", "description", "plugin", "distribution",
+    "sets": {field: value}}], "loss_terms": [{..., "role"}], "backbones": [...], "schedules": [...],
+    "plugins": [{"name", "distribution", "version", "error"}], "problems": [line, ...]}``.
+    Exits 0 even when a plug-in failed (the problems are in the object, and warnings on stderr).
+    """
+    pm = get_plugin_manager()
+    registries = load_registries(messages.warn, pm)
+    out = {
+        "format": LIST_FORMAT,
+        "hook_api": list(HOOK_API_VERSION),
+        "presets": [_entry_json(e, sets={key: _value_text(value) for key, value in e.obj.items()})
+                    for e in registries.presets],
+        "loss_terms": [_entry_json(e, role=_role(e)) for e in registries.loss_terms],
+        "backbones": [_entry_json(e) for e in registries.backbones],
+        "schedules": [_entry_json(e) for e in registries.schedules],
+        "plugins": [{"name": info.name, "distribution": info.distribution, "version": info.version,
+                     "error": info.error} for info in pm.third_party],
+        "problems": list(registries.problems),
+    }
+    typer.echo(json.dumps(out))
 
 
 def _provided(registries: Any, plugin: str) -> str:

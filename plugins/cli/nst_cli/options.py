@@ -121,9 +121,17 @@ def loss_table(table: Mapping[str, Any], where: str) -> LossSpec:
     return LossSpec(**values)
 
 
+LOSS_SPEC_KEYS = ("layers", "schedule")
+"""Keys of ``--loss NAME:W,key=value`` that set the term's :class:`LossSpec` fields instead of its
+parameters: ``layers=relu3_1+relu4_1`` (``+`` between layers, as ``,`` separates the items) and
+``schedule=uniform``."""
+
+
 def loss_spec(text: Any, where: str) -> LossSpec:
     """``NAME[:WEIGHT][,key=value...]`` -> a :class:`LossSpec` (e.g. ``tv:1e-3,exponent=1``); in a
-    config file also a ``[[loss]]`` table (:func:`loss_table`)."""
+    config file also a ``[[loss]]`` table (:func:`loss_table`). The keys ``layers`` (``+``-joined
+    layer names) and ``schedule`` set the term's own layers and layer-weight schedule
+    (``mrf:0.5,layers=relu3_1+relu4_1,schedule=uniform,patch_size=5``); the rest are its parameters."""
     if isinstance(text, Mapping):
         return loss_table(text, where)
     if not isinstance(text, str):
@@ -132,13 +140,22 @@ def loss_spec(text: Any, where: str) -> LossSpec:
     name, sep, weight = head.partition(":")
     if not name.strip():
         raise ConfigError(f"{where}: the loss term needs a name (NAME[:WEIGHT][,key=value...]), got {text!r}")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     for item in params:
         key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
+        key, raw = key.strip(), raw.strip()
+        if not eq or not key:
             raise ConfigError(f"{where}: expected key=value after the loss name, got {item!r} in {text!r}")
-        kwargs[key.strip()] = scalar(raw.strip())
-    return LossSpec(name=name.strip(), weight=number(weight, where) if sep else 1.0, params=kwargs)
+        if key in fields or key in kwargs:
+            raise ConfigError(f"{where}: {key} given twice in {text!r}")
+        if key == "layers":
+            fields["layers"] = names(raw.split("+"), f"{where} {name.strip()} layers (join them with +)")
+        elif key == "schedule":
+            fields["schedule"] = raw
+        else:
+            kwargs[key] = scalar(raw)
+    return LossSpec(name=name.strip(), weight=number(weight, where) if sep else 1.0, params=kwargs, **fields)
 
 
 def loss_specs(value: Any, where: str) -> tuple[LossSpec, ...]:

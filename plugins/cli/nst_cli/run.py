@@ -143,6 +143,9 @@ def prepare(content: Path | None, styles: Sequence[Path], output: Path, command_
     plan = nst_core.plan(content, list(styles), config, registries=registries, init_image=settings.init_image,
                          style_masks=None if masks is None else list(masks))
     settings = replace(settings, config=plan.config)  # the record says what ran: precision and seed
+    if settings.preset is not None:  # resolved here, not by the engine: the record names it too
+        preset = {"kind": "preset", "name": settings.preset, **registries.provenance("presets", settings.preset)}
+        plan = replace(plan, plugins=(*plan.plugins, preset))
     for note in plan.notes:
         if note not in notes:
             reporter.warning(note)

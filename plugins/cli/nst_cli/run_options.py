@@ -104,7 +104,8 @@ def _shared(
     style_loss: Annotated[str | None, option("The style loss term (`nst list losses`).", LAYERS,
                                              default=DEFAULTS.style_loss)] = None,
     loss: Annotated[list[str] | None, option("Add a loss term, plug-in terms too: NAME[:WEIGHT][,key=value...], "
-                                             "e.g. mean-color:0.5,power=1. Repeatable.", LAYERS)] = None,
+                                             "e.g. mean-color:0.5,power=1; layers=relu3_1+relu4_1 and "
+                                             "schedule=NAME give the term its own layers. Repeatable.", LAYERS)] = None,
     init: Annotated[str | None, option("Starting image: content, noise, gray or an image path.", START,
                                        default=DEFAULTS.init)] = None,
     seed: Annotated[int | None, option("Random seed. Default: a new one, printed so the run can be repeated.",

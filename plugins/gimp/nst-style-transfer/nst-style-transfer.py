@@ -164,7 +164,9 @@ def make_request(config, region, **paths):
         strength=config.get_property("strength"), size=config.get_property("size"),
         steps=config.get_property("steps"), seed=config.get_property("seed"),
         device=config.get_property("device"), preserve_color=config.get_property("preserve-color"),
-        style_scale=config.get_property("style-scale"), **paths)
+        style_scale=config.get_property("style-scale"),
+        preset=(config.get_property("preset") or "").strip() or bridge.PRESET_NONE,
+        style_loss=(config.get_property("style-loss") or "").strip() or bridge.DEFAULT_STYLE_LOSS, **paths)
 
 
 def style_source(config, workdir):
@@ -200,8 +202,35 @@ def style_layer_label(layer):
     return layer.get_name()
 
 
-def stylize(image, drawable, config, run_mode):
-    """Everything between the dialog and the new layer; raises UserError / bridge.BridgeError."""
+RECORD_PARASITE = "nst-record"
+"""The new layer carries the engine's run record (settings, seed, and the plug-in distribution
+and version of every name the run used) as a persistent parasite, saved with the image in XCF."""
+
+
+def attach_record(layer, record_path):
+    """Attach the run record's JSON to ``layer`` (nothing when the engine wrote none)."""
+    if not record_path or not os.path.isfile(record_path):
+        return
+    with open(record_path, "rb") as handle:
+        data = handle.read()
+    layer.attach_parasite(Gimp.Parasite.new(RECORD_PARASITE, Gimp.PARASITE_PERSISTENT, list(data)))
+
+
+def report_warnings(warnings, run_mode, known_problems):
+    """The run's warnings: a message box after an interactive run, stderr otherwise. A broken
+    plug-in's warning (``nst run`` repeats it at every run) is not among them after an interactive
+    run: the dialog states it once, next to the preset and style-loss lists it concerns."""
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        shown = bridge.run_warnings(warnings, known_problems)
+        if shown:
+            Gimp.message("Neural style transfer: " + "; ".join(shown))
+    elif warnings:
+        print("Neural style transfer: " + "; ".join(warnings), file=sys.stderr)
+
+
+def stylize(image, drawable, config, run_mode, known_problems=()):
+    """Everything between the dialog and the new layer; raises UserError / bridge.BridgeError.
+    ``known_problems``: the plug-in problems the dialog showed (not repeated after the run)."""
     Gimp.progress_init("Neural style transfer: starting the engine\u2026")
     temp_base = bridge.sandbox_tempdir_base()
     bridge.clean_stale_tempdirs(temp_base)
@@ -241,12 +270,8 @@ def stylize(image, drawable, config, run_mode):
                                   bridge.layer_name(style_label), has_selection)
         finally:
             image.undo_group_end()
-        if outcome.state.warnings:
-            note = "Neural style transfer: " + "; ".join(outcome.state.warnings)
-            if run_mode == Gimp.RunMode.INTERACTIVE:
-                Gimp.message(note)
-            else:
-                print(note, file=sys.stderr)
+        attach_record(layer, outcome.state.record)
+        report_warnings(outcome.state.warnings, run_mode, known_problems)
         Gimp.displays_flush()
         return layer
     finally:
@@ -347,9 +372,148 @@ def confirm_long_run(parent, estimate):
         dialog.destroy()
 
 
+class ChoicesView:
+    """The dialog's Preset and Style loss lists: the engine's names, plug-ins' included.
+
+    GIMP 3.0 fixes a Choice argument's items when the procedure is registered (a plug-in's query
+    at GIMP's start, redone only when the plug-in's file changes) and answers a value outside them
+    with its own "value out of range" calling error. So ``preset`` and ``style-loss`` are string
+    arguments (a script can pass any name; an unknown one gets the engine's one-line error), and
+    the dialog shows them as these two lists, filled when the dialog opens: first the built-in
+    names, then, from ``nst list json`` run in the background (bridge.build_list_argv, 2-5 s), the
+    engine's own, so a plug-in installed after ``nst gimp install`` appears without installing
+    the filter again. When the engine cannot be asked, the built-in names stay, with one line
+    saying why; a broken plug-in is named once, here, instead of after every run.
+    """
+
+    PROPERTIES = (("preset", "_Preset"), ("style-loss", "Style _loss"))
+
+    def __init__(self, config):
+        gi.require_version("Gtk", "3.0")
+        from gi.repository import Gtk
+
+        self.config = config
+        self.filling = False
+        self.problems = ()
+        self.items = {}  # (property, name) -> the help shown as the list's tooltip
+        self.cancellable = None
+        self.grid = Gtk.Grid(row_spacing=4, column_spacing=8)
+        self.combos, self.labels = {}, []
+        for row, (prop, text) in enumerate(self.PROPERTIES):
+            label = Gtk.Label.new_with_mnemonic(text)
+            label.set_xalign(0.0)
+            combo = Gtk.ComboBoxText()
+            combo.set_hexpand(True)
+            label.set_mnemonic_widget(combo)
+            combo.connect("changed", self.changed, prop)
+            self.grid.attach(label, 0, row, 1, 1)
+            self.grid.attach(combo, 1, row, 1, 1)
+            self.combos[prop] = combo
+            self.labels.append(label)
+        self.status = Gtk.Label(label="Asking the engine for its presets and style losses (plug-ins too)\u2026")
+        self.status.set_xalign(0.0)
+        self.status.set_line_wrap(True)
+        self.status.set_margin_bottom(6)
+        self.grid.attach(self.status, 0, len(self.PROPERTIES), 2, 1)
+        self.final = False
+        self.names = {}  # property -> the names the engine (or the built-in list) offers
+        builtin = bridge.fallback_choices("")
+        self.fill(bridge.EngineChoices(builtin.presets, builtin.style_losses), final=False)
+        config.connect("notify", self.config_changed)  # Reset and Load Saved Settings change the config
+
+    def fill(self, choices, final=True):
+        """Show ``choices`` and select the config's values."""
+        self.final = final
+        for prop, names in (("preset", choices.dialog_presets()), ("style-loss", choices.style_losses)):
+            self.names[prop] = [name.name for name in names]
+            self.filling = True
+            try:
+                self.combos[prop].remove_all()
+                for name in names:
+                    self.combos[prop].append(name.name, name.label)
+                    self.items[(prop, name.name)] = name.help
+            finally:
+                self.filling = False
+            self.select(prop)
+        if final:
+            self.problems = choices.problems
+            self.status.set_text(choices.status())
+            self.status.set_visible(bool(choices.status()))
+
+    def select(self, prop):
+        """Select the config's value of ``prop``; a name the engine does not list is added, marked,
+        so that the run says what is wrong with it."""
+        combo, current = self.combos[prop], (self.config.get_property(prop) or "").strip()
+        self.filling = True
+        try:
+            if current and current not in self.names[prop]:
+                self.names[prop].append(current)
+                combo.append(current, f"{current} (not known to the engine)" if self.final else current)
+            combo.set_active_id(current or None)
+            combo.set_tooltip_text(self.items.get((prop, current)) or None)
+        finally:
+            self.filling = False
+
+    def config_changed(self, config, pspec):
+        if pspec.name in self.combos and not self.filling:
+            self.select(pspec.name)
+
+    def changed(self, combo, prop):
+        name = combo.get_active_id()
+        if self.filling or name is None:
+            return
+        combo.set_tooltip_text(self.items.get((prop, name)) or None)
+        if name != self.config.get_property(prop):
+            self.config.set_property(prop, name)
+
+    def refresh(self):
+        """Ask the engine in the background (Gio.Subprocess: the dialog stays responsive)."""
+        try:
+            engine = bridge.find_engine(PLUGIN_DIR)
+        except bridge.BridgeError as exc:
+            self.fill(bridge.fallback_choices(str(exc)))
+            return
+        argv = bridge.sandbox_argv(bridge.build_list_argv(engine.python))
+        launcher = Gio.SubprocessLauncher.new(Gio.SubprocessFlags.STDOUT_PIPE | Gio.SubprocessFlags.STDERR_PIPE)
+        launcher.set_environ([f"{k}={v}" for k, v in bridge.engine_environment().items()])
+        try:
+            proc = launcher.spawnv(argv)
+        except GLib.Error as exc:
+            self.fill(bridge.fallback_choices(f"cannot start the engine's Python {engine.python!r} ({exc.message})"))
+            return
+        self.cancellable = Gio.Cancellable()
+        proc.communicate_utf8_async(None, self.cancellable, self.finished)
+
+    def finished(self, proc, result):
+        try:
+            _, out, err = proc.communicate_utf8_finish(result)
+        except GLib.Error:
+            return  # the dialog was closed
+        code = proc.get_exit_status() if proc.get_if_exited() else None
+        self.fill(bridge.choices_from_output(code, out or "", err or ""))
+
+
+def align_labels(dialog, prop, labels):
+    """Line ``labels`` up with the label of the dialog's own widget for ``prop`` (cosmetic: any
+    failure leaves them where they are)."""
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk
+
+    try:
+        widget = dialog.get_widget(prop, GObject.TYPE_NONE)  # the widget fill() already made
+        group = Gtk.SizeGroup(mode=Gtk.SizeGroupMode.HORIZONTAL)
+        group.add_widget(widget.get_label())
+        for label in labels:
+            group.add_widget(label)
+        dialog.nst_label_group = group  # kept alive with the dialog
+    except Exception:  # noqa: BLE001 - a layout nicety must never stop the filter
+        pass
+
+
 def show_dialog(procedure, config, image, drawable):
-    """The generated procedure dialog with the run's estimate; GIMP stores the values for the next
-    run. True on OK (after confirming a long run)."""
+    """The generated procedure dialog with the engine's presets and style losses and the run's
+    estimate; GIMP stores the values for the next run. ``(ok, known_problems)``: ok on OK (after
+    confirming a long run), and the plug-in problems the dialog showed."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -365,8 +529,21 @@ def show_dialog(procedure, config, image, drawable):
     label.set_line_wrap(True)
     dialog.get_label("estimate-title", "This run", False, False)
     dialog.fill_frame("estimate", "estimate-title", False, "estimate-text")
-    dialog.fill(["style-file", "style-layer", "quality", "estimate", "strength", "style-scale", "preserve-color",
-                 "advanced"])
+    # The preset and style-loss lists are Gtk widgets of our own (see ChoicesView), packed into a
+    # box the dialog made around a placeholder label, so they sit where the layout puts that box.
+    placeholder = dialog.get_label("engine-names-placeholder", "", False, False)
+    dialog.fill_box("engine-names", ["engine-names-placeholder"])
+    dialog.fill(["style-file", "style-layer", "quality", "engine-names", "estimate", "strength", "style-scale",
+                 "preserve-color", "advanced"])
+    choices = ChoicesView(config)
+    align_labels(dialog, "quality", choices.labels)
+    box = placeholder.get_parent()
+    box.pack_start(choices.grid, False, False, 0)
+    box.reorder_child(choices.grid, 0)
+    placeholder.hide()
+    choices.grid.show_all()
+    choices.status.set_visible(bool(choices.status.get_text()))
+    choices.refresh()
     view = EstimateView(label, config, image, drawable)
     config.connect("notify", view.refresh)
     view.refresh()
@@ -374,11 +551,12 @@ def show_dialog(procedure, config, image, drawable):
         while dialog.run():
             estimate = view.current()
             if estimate is None or not estimate.long or confirm_long_run(dialog, estimate):
-                return True
-        return False
+                return True, choices.problems
+        return False, ()
     finally:
-        if view.cancellable is not None:
-            view.cancellable.cancel()
+        for cancellable in (view.cancellable, choices.cancellable):
+            if cancellable is not None:
+                cancellable.cancel()
         dialog.destroy()
 
 
@@ -396,10 +574,13 @@ def run(procedure, run_mode, image, drawables, config, data):
         return error_values(procedure, Gimp.PDBStatusType.CALLING_ERROR,
                             f"{TITLE} works on a normal layer (not a layer group, mask, channel or "
                             "floating selection); select one in the Layers dialog")
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, image, drawable):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    known_problems = ()
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        ok, known_problems = show_dialog(procedure, config, image, drawable)
+        if not ok:
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
-        layer = stylize(image, drawable, config, run_mode)
+        layer = stylize(image, drawable, config, run_mode, known_problems)
     except (UserError, bridge.BridgeError) as exc:
         return error_values(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(exc))
     except Exception as exc:  # a bug: say so in one line, keep the traceback on stderr
@@ -459,6 +640,13 @@ class NeuralStyleTransfer(Gimp.PlugIn):
             "quality", "_Quality", "What the result is at the layer's real size",
             _choice([(name, q.label, q.help) for name, q in bridge.QUALITIES.items()]),
             bridge.DEFAULT_QUALITY, RW)
+        # Strings, not Choices: see ChoicesView (the dialog shows them as lists of the engine's names)
+        procedure.add_string_argument("preset", "Preset",
+                                      "An engine preset ('nst list presets', plug-ins' too) or 'none'; it sets "
+                                      "the look, the quality sets the size and steps", bridge.PRESET_NONE, RW)
+        procedure.add_string_argument("style-loss", "Style loss",
+                                      "The style loss term ('nst list losses', role style; plug-ins' too)",
+                                      bridge.DEFAULT_STYLE_LOSS, RW)
         procedure.add_double_argument("strength", "Style stre_ngth",
                                       "0-100, logarithmic: 50 = the engine's default style weight, "
                                       "+25 = 10x more style, -25 = 10x less",

@@ -6,7 +6,8 @@ GIMP's own Python has no torch, so the plug-in runs the engine out of process::
 
 and reads one JSON object per line from its stdout (the event schema of ``nst run --progress jsonl``:
 start, step, saved, warning, done, error). This module builds that argument list, finds the
-interpreter, parses the events into progress text, turns failures into one readable line, writes
+interpreter, asks the engine for its presets and style losses (``nst list json``, plug-ins'
+included) for the dialog, parses the events into progress text, turns failures into one readable line, writes
 PNGs from raw pixel bytes, keeps private temp folders tidy and starts/stops the engine so that
 GIMP's Cancel also ends it. It imports only the standard library (no ``gi``), so ordinary pytest
 on any machine covers it (tests/test_gimp_bridge.py); nst-style-transfer.py is the thin GIMP side.
@@ -43,6 +44,10 @@ TEMP_PREFIX = "gimp-nst-"
 DEFAULT_QUALITY = "full"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESERVE_COLORS = ("none", "luminance", "histogram")
+PRESET_NONE = "none"
+"""The ``preset`` argument's "no preset": the engine's defaults (and the quality's size and steps)."""
+DEFAULT_STYLE_LOSS = "gram"
+"""The ``style-loss`` argument's default: the engine's own (Gatys et al. 2015), not passed on."""
 STALE_AFTER_S = 24 * 3600
 """A temp folder whose owner process still exists is only removed after this long."""
 
@@ -177,8 +182,12 @@ class EngineRequest:
     preserve_color: str = "none"
     style_scale: float = STYLE_SCALE_DEFAULT
     mask: str | None = None
+    preset: str = PRESET_NONE
+    style_loss: str = DEFAULT_STYLE_LOSS
 
     def __post_init__(self) -> None:
+        check_name("preset", self.preset)
+        check_name("style loss", self.style_loss)
         if self.quality not in QUALITIES:
             raise BridgeError(f"unknown quality preset {self.quality!r}; use one of {', '.join(QUALITIES)}")
         if len(self.region_size) != 2 or min(self.region_size) < 1:
@@ -193,6 +202,19 @@ class EngineRequest:
         low, high = STYLE_SCALE_RANGE
         if not low <= self.style_scale <= high:
             raise BridgeError(f"style scale must be from {low:g} to {high:g}, got {self.style_scale:g}")
+
+
+_NAME = re.compile(r"[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]*")
+"""A name the engine could have registered: no whitespace or control characters, and not starting
+with ``-`` (it is passed as the value of ``--preset`` / ``--style-loss`` and must not read as an option)."""
+
+
+def check_name(kind: str, name: object) -> None:
+    """Raise :class:`BridgeError` unless ``name`` can be passed on; whether the engine knows it is
+    the engine's to say (its one-line ``unknown preset ...`` error reaches the user)."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise BridgeError(f"{kind} {name!r} is not a name; give one that 'nst list presets' or 'nst list losses' "
+                          "shows")
 
 
 def size_options(request: EngineRequest) -> list[str]:
@@ -210,7 +232,9 @@ def build_argv(python: str, request: EngineRequest) -> list[str]:
     """The engine's argument list (no shell is involved, so no quoting issues with odd paths).
 
     Strength (as 0–1: the engine maps it to a style weight), style scale and the size options
-    are always passed; options left at their default ("auto", "none") are not passed at all.
+    are always passed; options left at their default ("auto", "none", "gram") are not passed at
+    all, so a ``--preset`` that sets its own colour mode or style loss keeps it. The preset's own
+    size and steps are replaced by the quality's (``nst run``: your options override the preset).
     """
     argv = [python, "-u", "-m", "nst_cli", "run", request.content, request.style,
             "-o", request.output,
@@ -225,14 +249,19 @@ def build_argv(python: str, request: EngineRequest) -> list[str]:
         argv += ["--preserve-color", request.preserve_color]
     if request.mask:
         argv += ["--mask", request.mask]
+    if request.preset != PRESET_NONE:
+        argv += ["--preset", request.preset]
+    if request.style_loss != DEFAULT_STYLE_LOSS:
+        argv += ["--style-loss", request.style_loss]
     return argv
 
 
 def build_estimate_argv(python: str, request: EngineRequest) -> list[str]:
-    """``nst gimp estimate W H ...``: the same sizes and steps as :func:`build_argv`, nothing run."""
+    """``nst gimp estimate W H ...``: the same sizes, steps and preset as :func:`build_argv`, nothing run."""
     width, height = request.region_size
+    preset = ["--preset", request.preset] if request.preset != PRESET_NONE else []
     return [python, "-u", "-m", "nst_cli", "gimp", "estimate", str(width), str(height),
-            *size_options(request), "--device", request.device]
+            *size_options(request), "--device", request.device, *preset]
 
 
 @dataclass(frozen=True)
@@ -335,6 +364,177 @@ def engine_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONIOENCODING", "utf-8")
     return env
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's presets and style losses (built-in and from plug-ins), for the dialog
+# ---------------------------------------------------------------------------------------------
+
+LIST_FORMAT = "nst-list/1"
+LIST_TIMEOUT_S = 60.0
+"""``nst list json`` imports torch and loads the plug-ins (2–5 s); a minute covers a cold disk."""
+QUALITY_FIELDS = frozenset({"size", "steps", "step_decay", "fit_memory"})
+"""Preset fields that the dialog's Quality (and its Advanced size and steps) always set: a preset
+that sets nothing else (``fast``, ``balanced``, ``best``) would change nothing in the filter, so
+the dialog does not offer it; a script can still pass it."""
+FALLBACK_PRESETS = ("gatys-2015", "soft", "bold", "keep-colors", "painterly")
+FALLBACK_STYLE_LOSSES = ("gram", "mean-std", "wasserstein", "histogram", "mrf")
+"""The engine's built-in presets the dialog offers (not the size-only ones) and its built-in style
+losses, shown until the engine answers or when it cannot be asked (tests/test_gimp_bridge.py
+checks them against what the engine itself lists)."""
+PLUGIN_PROBLEM = re.compile(r"""plug-in (?:'[^']*'|"[^"]*") \(""")
+"""How every plug-in problem line of nst_core names its plug-in: ``plug-in 'NAME' (DIST VERSION)``."""
+
+
+@dataclass(frozen=True)
+class EngineName:
+    """A preset or loss term the engine knows. ``distribution`` is what run records say:
+    ``"built-in"`` or the plug-in's ``"DISTRIBUTION VERSION"``; ``sets`` is a preset's
+    ``(field, value)`` pairs (None: not known, as for the built-in names shown before the engine
+    answers)."""
+
+    name: str
+    description: str = ""
+    distribution: str = "built-in"
+    sets: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == "built-in"
+
+    @property
+    def label(self) -> str:
+        """What the dialog's list shows: the name, and the distribution of a plug-in's."""
+        return self.name if self.builtin else f"{self.name} (plug-in {self.distribution})"
+
+    @property
+    def help(self) -> str:
+        """The description, and what a preset sets, as command-line options."""
+        options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in self.sets or ())
+        return "; ".join(part for part in (self.description, f"sets {options}" if options else "") if part)
+
+
+NO_PRESET = EngineName(PRESET_NONE, "the engine's own settings; the quality sets the size and steps")
+
+
+@dataclass(frozen=True)
+class EngineChoices:
+    """What the dialog offers for ``preset`` and ``style-loss``, from ``nst list json``.
+
+    ``problems``: the engine's plug-in problem lines (each names its plug-in); ``note``: why only
+    the built-in names are offered (the engine could not be asked), else None.
+    """
+
+    presets: tuple[EngineName, ...]
+    style_losses: tuple[EngineName, ...]
+    problems: tuple[str, ...] = ()
+    note: str | None = None
+
+    def dialog_presets(self) -> tuple[EngineName, ...]:
+        """"none" first, then every preset that sets more than the quality already does (or whose
+        settings are not known)."""
+        return (NO_PRESET, *(p for p in self.presets if p.name != PRESET_NONE
+                             and (p.sets is None or {key for key, _ in p.sets} - QUALITY_FIELDS)))
+
+    def status(self) -> str:
+        """One or two lines for the dialog: the fallback's reason, and each plug-in problem."""
+        lines = [self.note] if self.note else []
+        lines += [f"Plug-in problem (its names are missing; 'nst plugins' tells more): {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def fallback_choices(reason: str) -> EngineChoices:
+    """The built-in names, with the one line saying why the engine's own list is not shown."""
+    return EngineChoices(tuple(EngineName(n) for n in FALLBACK_PRESETS),
+                         tuple(EngineName(n) for n in FALLBACK_STYLE_LOSSES),
+                         note=f"Showing the built-in presets and style losses only: {one_line(reason, 300)}")
+
+
+def build_list_argv(python: str) -> list[str]:
+    """``nst list json``: every registered name, with the distribution providing it."""
+    return [python, "-u", "-m", "nst_cli", "list", "json"]
+
+
+def _engine_names(items: object, keep: Callable[[Mapping], bool] = lambda item: True) -> tuple[EngineName, ...]:
+    if not isinstance(items, list):
+        raise ValueError("not a list")
+    names = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not keep(item):
+            continue
+        sets = item.get("sets")
+        pairs = tuple((str(k), str(v)) for k, v in sets.items()) if isinstance(sets, dict) else None
+        names.append(EngineName(item["name"], one_line(str(item.get("description") or "")),
+                                str(item.get("distribution") or "built-in"), pairs))
+    return tuple(names)
+
+
+def parse_choices(stdout: str) -> EngineChoices:
+    """The presets, style losses (role "style") and plug-in problems of ``nst list json``'s
+    output (its last JSON line); raises :class:`BridgeError` when there is none."""
+    for line in reversed(stdout.strip().splitlines()):
+        if not line.strip().startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("format") != LIST_FORMAT:
+            continue
+        try:
+            presets = _engine_names(data["presets"])
+            losses = _engine_names(data["loss_terms"], lambda item: item.get("role") == "style")
+        except (KeyError, ValueError):
+            break
+        problems = data.get("problems") if isinstance(data.get("problems"), list) else []
+        return EngineChoices(presets, losses, tuple(one_line(str(p)) for p in problems))
+    raise BridgeError("the engine did not list its presets and style losses (plug-in and nst-core versions "
+                      "differ? run 'nst gimp install' again)")
+
+
+def choices_from_output(returncode: int | None, stdout: str, stderr: str) -> EngineChoices:
+    """The engine's list from a finished ``nst list json``, or the built-in names with the reason
+    (the last telling line of its stderr when it failed). Never raises."""
+    try:
+        return parse_choices(stdout)
+    except BridgeError as exc:
+        lines = [ln for ln in (stderr or "").splitlines() if ln.strip(_BOX_CHARS)]
+        tail = [ln for ln in lines if not _TRACEBACK_NOISE.match(ln)] or lines
+        if returncode not in (0, None) and tail:
+            return fallback_choices(f"the engine could not list them: {tail[-1].strip(_BOX_CHARS)}")
+        return fallback_choices(str(exc))
+
+
+def list_choices(engine: EngineLocation | None, *, timeout: float = LIST_TIMEOUT_S,
+                 environ: Mapping[str, str] | None = None) -> EngineChoices:
+    """Ask the engine (synchronously) for its presets and style losses; on any failure the
+    built-in names with one line saying why. The dialog asks the same command in the background
+    (nst-style-transfer.py, ChoicesView), so a plug-in installed after ``nst gimp install`` shows
+    up at the next dialog without installing the filter again."""
+    if engine is None:
+        return fallback_choices("the plug-in does not know which Python runs the engine (run 'nst gimp install')")
+    argv = sandbox_argv(build_list_argv(engine.python), environ=environ)
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8",
+                              errors="replace", timeout=timeout, env=engine_environment(environ),
+                              **windows_popen_options())
+    except OSError as exc:
+        return fallback_choices(f"cannot start the engine's Python {engine.python!r} ({exc.strerror or exc})")
+    except subprocess.TimeoutExpired:
+        return fallback_choices(f"the engine did not answer within {timeout:.0f} s")
+    return choices_from_output(proc.returncode, proc.stdout, proc.stderr)
+
+
+def is_plugin_problem(message: str, known: Sequence[str] = ()) -> bool:
+    """True for a warning that reports a broken plug-in (``nst run`` repeats them at every run):
+    one of the ``known`` problem lines of the listing, or any line naming ``plug-in 'NAME' (``."""
+    return one_line(message) in {one_line(line) for line in known} or PLUGIN_PROBLEM.search(message) is not None
+
+
+def run_warnings(warnings: Sequence[str], known_problems: Sequence[str] = ()) -> list[str]:
+    """The warnings worth showing after a run: the run's own (memory, masks, recoveries), without
+    the plug-in problems, which the dialog already states once, next to the names they concern."""
+    return [w for w in warnings if not is_plugin_problem(w, known_problems)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,6 +740,7 @@ class EngineEvents:
     """The engine's plan: the working (width, height) of each scale, coarse to fine."""
     seed: int | None = None
     output: str | None = None
+    record: str | None = None       # the run record's sidecar (.json), from the "done" event
     status: str | None = None       # the "done" event's status
     done_message: str = ""
     error: str | None = None        # the "error" event's message
@@ -577,6 +778,7 @@ class EngineEvents:
             self.status = str(event.get("status") or "finished")
             self.done_message = one_line(str(event.get("message") or ""))
             self.output = event.get("output") or self.output
+            self.record = event.get("record") if isinstance(event.get("record"), str) else self.record
             self.step = _int(event.get("steps"), self.step)
             return "Style transfer: done"
         if kind == "error":

@@ -8,7 +8,9 @@ in tests/test_gimp_e2e.py, so a failure there shows real numbers. It raises (GIM
 when the plug-in is not registered at all, because then nothing else can be measured.
 
 Cases: cancel (the plug-in is SIGKILLed mid-run by the host, as GIMP's Cancel does), rgba
-(8-bit RGBA photo, style from a file, default strength and style scale), gray16 (16-bit grayscale
+(8-bit RGBA photo, style from a file, default strength and style scale), names (the dialog's
+preset and style-loss lists from the engine, a run with the example plug-in's preset and style
+loss and its run record on the layer, unknown names), gray16 (16-bit grayscale
 with a feathered selection, style from an open layer, style scale 2), and the error paths: missing
 style file, a style file that is not an image, an engine Python without nst-core, an engine Python
 that does not exist.
@@ -22,7 +24,8 @@ OUT = os.environ["NST_E2E_OUT"]
 PROC_NAME = "python-fu-nst-style-transfer"
 ENGINE_CONFIG = os.path.join(os.environ["GIMP3_DIRECTORY"], "plug-ins", "nst-style-transfer", "nst-engine.json")
 results = {"cases": {}, "gimp_version": Gimp.version()}
-RESULTS = "results-flatpak.json" if os.environ.get("NST_E2E_MODE") == "flatpak" else "results.json"
+RESULTS = {"flatpak": "results-flatpak.json", "dialog": "results-dialog.json"}.get(os.environ.get("NST_E2E_MODE", ""),
+                                                                               "results.json")
 
 
 def save_results():
@@ -96,9 +99,8 @@ def flatpak_case():
     image.delete()
 
 
-def estimate_case(image, layer):
-    """What the dialog shows, asked the way the dialog asks (the bridge from the installed plug-in,
-    in GIMP's own Python, calling the engine)."""
+def installed_bridge():
+    """The bridge module of the installed plug-in, in GIMP's own Python."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nst_gimp_bridge", os.path.join(os.path.dirname(ENGINE_CONFIG),
@@ -106,6 +108,13 @@ def estimate_case(image, layer):
     bridge = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bridge
     spec.loader.exec_module(bridge)
+    return bridge
+
+
+def estimate_case(image, layer):
+    """What the dialog shows, asked the way the dialog asks (the bridge from the installed plug-in,
+    in GIMP's own Python, calling the engine)."""
+    bridge = installed_bridge()
     engine = bridge.find_engine(os.path.dirname(ENGINE_CONFIG))
     record = {}
     for quality in ("preview", "full"):
@@ -116,6 +125,87 @@ def estimate_case(image, layer):
                            "upscale": found.upscale, "seconds": found.seconds,
                            "text": bridge.describe_estimate(found)}
     return record
+
+
+def names_case():
+    """The dialog's preset and style-loss lists, made the way the dialog makes them (the installed
+    bridge in GIMP's Python asking the engine: ``nst list json``), then a run with the example
+    plug-in's preset and style loss, whose run record the new layer carries (parasite nst-record)."""
+    bridge = installed_bridge()
+    engine = bridge.find_engine(os.path.dirname(ENGINE_CONFIG))
+    started = time.time()
+    choices = bridge.list_choices(engine)
+    record = {"list_seconds": round(time.time() - started, 2), "note": choices.note,
+              "problems": list(choices.problems),
+              "presets": [[p.name, p.label, p.help] for p in choices.dialog_presets()],
+              "style_losses": [[p.name, p.label, p.help] for p in choices.style_losses]}
+    image = load(out("content.png"))
+    source = image.get_layers()[0]
+    run = call(image, source, style_file=STYLE, preset="example-colorful", style_loss="channel-mean",
+               size=64, steps=3, seed=5)
+    run["layers_after"] = len(image.get_layers())
+    if run["status"] == "success":
+        parasite = image.get_layers()[0].get_parasite("nst-record")
+        run["record"] = json.loads(bytes(parasite.get_data()).decode("utf-8")) if parasite is not None else None
+        run["record_flags"] = parasite.get_flags() if parasite is not None else None
+    record["run"] = run
+    for name, props in (("unknown-preset", {"preset": "no-such-preset"}),
+                        ("unknown-style-loss", {"style_loss": "no-such-loss"})):
+        failed = call(image, source, style_file=STYLE, size=64, steps=2, **props)
+        failed["layers_after"] = len(image.get_layers())
+        record[name] = failed
+    image.delete()
+    return record
+
+
+def dialog_case():
+    """NST_E2E_MODE=dialog (a third GIMP run, with an X server: Xvfb): the dialog's Preset and
+    Style loss lists themselves, the installed filter's ChoicesView (GTK widgets) on GIMP's own
+    procedure config, filled in the background from the engine as the dialog fills them; then a
+    pick in a list, GIMP's Reset and a saved name that is no longer installed."""
+    import importlib.util
+
+    import gi
+
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import Gtk  # noqa: F401 - initialises GTK on the display
+
+    path = os.path.join(os.path.dirname(ENGINE_CONFIG), "nst-style-transfer.py")
+    spec = importlib.util.spec_from_file_location("nst_style_transfer", path)
+    filt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filt)
+    config = procedure.create_config()
+    config.set_property("preset", "example-colorful")  # as saved by an earlier run
+
+    def lists():
+        return {prop: {"active": combo.get_active_id(), "items": [[row[1], row[0]] for row in combo.get_model()]}
+                for prop, combo in view.combos.items()}
+
+    view = filt.ChoicesView(config)
+    record = {"before": lists()}
+    started = time.time()
+    view.refresh()
+    loop = GLib.MainLoop()
+
+    def answered():
+        if view.final or time.time() - started > 120:
+            loop.quit()
+            return False
+        return True
+
+    GLib.timeout_add(100, answered)
+    loop.run()
+    record["seconds"] = round(time.time() - started, 2)
+    record["after"] = lists()
+    record["status"] = view.status.get_text()
+    record["tooltip"] = view.combos["preset"].get_tooltip_text()
+    view.combos["style-loss"].set_active_id("channel-mean")  # the user picks the plug-in's style loss
+    record["config_after_pick"] = config.get_property("style-loss")
+    config.set_property("preset", "none")  # what Reset does to the config
+    record["preset_after_reset"] = view.combos["preset"].get_active_id()
+    config.set_property("style-loss", "gone-loss")  # Load Saved Settings: a plug-in since removed
+    record["after_gone"] = lists()["style-loss"]
+    results["cases"]["dialog"] = record
 
 
 procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
@@ -162,6 +252,9 @@ def main_cases():
     image.scale(800, 600)
     results["cases"]["estimate"] = estimate_case(image, image.get_layers()[0])
     image.delete()
+    save_results()
+
+    results["cases"]["names"] = names_case()
     save_results()
 
     # gray16: 16-bit grayscale, a layer offset on a bigger canvas, feathered elliptical selection,
@@ -233,6 +326,8 @@ def main_cases():
 # sys.exit() in a batch command makes GIMP exit 64: choose the cases instead
 if os.environ.get("NST_E2E_MODE") == "flatpak":
     flatpak_case()
+elif os.environ.get("NST_E2E_MODE") == "dialog":
+    dialog_case()
 else:
     main_cases()
 results["done"] = True

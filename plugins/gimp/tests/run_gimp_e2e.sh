@@ -9,7 +9,10 @@
 # 3. installs the plug-in with `nst gimp install --dir OUT_DIR/gimp-config/plug-ins --python ENGINE`
 #    into a copy of a pre-warmed GIMP config folder;
 # 4. runs gimp-console-3.0 in batch mode in the chroot (gimp_batch.py calls the plug-in through the
-#    PDB), while cancel_watcher.py kills the plug-in of the "cancel" case from outside.
+#    PDB), while cancel_watcher.py kills the plug-in of the "cancel" case from outside; then again
+#    as if in Flatpak, and once more under Xvfb for the dialog's preset and style-loss lists (Xvfb is
+#    installed from the Debian mirror into an overlay, $NST_GIMP_UI_OVERLAY, default
+#    /var/tmp/nst-gimp3-ui-overlay, the first time; the cached chroot itself is not changed).
 #
 # The engine is the project's venv on the host: GIMP's Python in the chroot (3.13, no torch) runs
 # ENGINE = OUT_DIR/engine-python, a two-line script that chroots back out through /proc/$$/root
@@ -55,6 +58,7 @@ EOF
 
 # The GIMP config folder: a copy of the template warmed when the chroot was built.
 rm -rf "$OUT/gimp-config" "$OUT/tmp" "$OUT/results.json" "$OUT/cancel.json" "$OUT/results-flatpak.json" \
+    "$OUT/results-dialog.json" \
     "$OUT/engine-argv.log" "$OUT/flatpak-spawn.log" "$OUT/flatpak-bin" "$OUT/flatpak-cache"
 cp -a "$ROOT/opt/gimp-config-template" "$OUT/gimp-config"
 mkdir -p "$OUT/tmp"
@@ -126,6 +130,26 @@ if [ $rc -eq 0 ]; then  # the Flatpak case: a second GIMP that believes it is sa
         -b "exec(open('$OUT/gimp_batch.py').read())" --quit >"$OUT/gimp-flatpak.log" 2>&1
     rc=$?
     [ $rc -eq 0 ] || { echo "the Flatpak GIMP run failed:"; tail -n 40 "$OUT/gimp-flatpak.log"; }
+fi
+if [ $rc -eq 0 ]; then  # the dialog's lists: a third GIMP with an X server (Xvfb, see dialog_case)
+    UI_OVERLAY=${NST_GIMP_UI_OVERLAY:-/var/tmp/nst-gimp3-ui-overlay}
+    if NST_GIMP_OVERLAY=$UI_OVERLAY bash "$CHROOT_SH" exec -- /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        DEBIAN_FRONTEND=noninteractive sh -c 'command -v Xvfb >/dev/null && exit 0
+            apt-get update -qq && apt-get install -y -qq --no-install-recommends xvfb || exit 1
+            apt-get clean; rm -rf /var/lib/apt/lists/*' >"$OUT/xvfb-install.log" 2>&1
+    then
+        NST_GIMP_OVERLAY=$UI_OVERLAY bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root \
+            PATH=/usr/bin:/bin LANG=C.UTF-8 GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
+            NST_E2E_MODE=dialog sh -c 'Xvfb :97 -screen 0 800x600x24 -nolisten tcp >/dev/null 2>&1 & x=$!
+                sleep 1; DISPLAY=:97 timeout 300 gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \
+                    -b "exec(open(\"$NST_E2E_OUT/gimp_batch.py\").read())" --quit; r=$?; kill $x; exit $r' \
+            >"$OUT/gimp-dialog.log" 2>&1
+        rc=$?
+        [ $rc -eq 0 ] || { echo "the dialog GIMP run failed:"; tail -n 40 "$OUT/gimp-dialog.log"; }
+    else
+        printf '{"skipped": "Xvfb could not be installed into %s; see xvfb-install.log"}\n' "$UI_OVERLAY" \
+            >"$OUT/results-dialog.json"
+    fi
 fi
 set -e
 t_gimp=$((SECONDS - t1))

@@ -21,6 +21,11 @@ config.set_core_object_array("drawables", [layer])
 config.set_property("style-file", Gio.File.new_for_path(os.path.join(OUT, "starry_night.jpg")))
 
 if MODE == "dialog":
+    # NST_DOCS_PRESET / NST_DOCS_STYLE_LOSS: show the dialog with these chosen (a plug-in's name is
+    # shown with its distribution only once the engine has listed it)
+    for key, name in (("preset", "NST_DOCS_PRESET"), ("style-loss", "NST_DOCS_STYLE_LOSS")):
+        if os.environ.get(name):
+            config.set_property(key, os.environ[name])
     Gimp.Display.new(image)
     Gimp.displays_flush()
     config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)

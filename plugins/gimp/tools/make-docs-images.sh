@@ -10,7 +10,8 @@
 # /var/tmp/nst-gimp3-docs-overlay), so the cached chroot itself is not changed. Needs root.
 # NST_DOCS_SIZE / NST_DOCS_STEPS set the stylisation (default 256 px, 100 steps: the fast preset;
 # the README's image used 320 px, 120 steps); NST_DOCS_DIALOG_ONLY=1 remakes only the screenshot;
-# NST_DOCS_DIALOG_WAIT (default 30 s) is how long the dialog stays up before it, for its estimate.
+# NST_DOCS_DIALOG_WAIT (default 30 s) is how long the dialog stays up before it, for its estimate;
+# NST_DOCS_PRESET / NST_DOCS_STYLE_LOSS open the dialog with that preset / style loss chosen.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -78,7 +79,9 @@ kill $xvfb
 [ -n "$win" ] || { echo "the dialog never appeared; see gimp-gui.log" >&2; exit 1; }
 SH
 bash "$CHROOT_SH" exec --bind "$OUT" -- /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
-    GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" bash "$OUT/dialog.sh"
+    GIMP3_DIRECTORY="$OUT/gimp-config" TMPDIR="$OUT/tmp" NST_E2E_OUT="$OUT" \
+    NST_DOCS_DIALOG_WAIT="${NST_DOCS_DIALOG_WAIT:-30}" NST_DOCS_PRESET="${NST_DOCS_PRESET:-}" \
+    NST_DOCS_STYLE_LOSS="${NST_DOCS_STYLE_LOSS:-}" bash "$OUT/dialog.sh"
 
 # 2. A real stylisation through the plug-in (gimp-console, non-interactive); NST_DOCS_DIALOG_ONLY=1
 #    keeps the existing docs/gimp-before-after.png (the stylisation takes ~10 minutes on 2 CPU cores).

@@ -2,6 +2,8 @@
 
 * loss term ``mean-color``: ‖mean_rgb(G) − mean_rgb(S)‖^p, blended over the style images (an
   "image" term: it looks at pixels, not features), with a declared, typed parameter;
+* style loss ``channel-mean``: matches each style layer's per-channel mean activation (a "style"
+  term, so it can be the ``--style-loss``; front-ends such as the GIMP dialog list it there);
 * backbone ``example-tiny``: two fixed random convolutions (no weights to download), for tests
   and as the smallest complete backbone;
 * layer schedule ``example-deep-first``: weight moves from the deepest style layer to the
@@ -51,6 +53,38 @@ class MeanColorLoss(LossTerm):
         return loss
 
 
+class ChannelMeanLoss(LossTerm):
+    """Σ_l λ[l] · scale · ‖μ_l(G) − Σ_s w_s μ_l(S_s)‖² over the style layers l, where μ_l is the
+    per-channel mean of the layer's features ``(1, C_l, H_l, W_l)`` over positions, ``(C_l,)``.
+
+    The first moment of the statistics AdaIN aligns (the built-in ``mean-std`` adds the standard
+    deviation): a small, complete "style" term for the docs and the tests, not a better loss.
+    """
+
+    role = "style"
+
+    @dataclass
+    class Params:
+        scale: float = field(default=1000.0, metadata={"help": "brings the loss near the Gram loss's size",
+                                                       "min": 0.0})
+
+    def __init__(self, scale: float = 1000.0) -> None:
+        self.scale = scale
+
+    def bind(self, targets: Targets) -> BoundLoss:
+        means = {layer: sum(w * s[layer].mean(dim=(0, 2, 3)) for w, s in zip(targets.style_weights, targets.styles))
+                 for layer in targets.layers}
+        scale = self.scale
+
+        def loss(image: Tensor, features: FeatureMaps, layer_weights: Mapping[str, float]) -> Tensor:
+            total = image.new_zeros(())
+            for layer, target in means.items():
+                total = total + layer_weights[layer] * (features[layer].mean(dim=(0, 2, 3)) - target).pow(2).sum()
+            return scale * total
+
+        return loss
+
+
 class TinyBackbone(Backbone):
     """conv1 (3→16, 3×3) → relu1 → conv2 (16→32, 3×3, stride 2) → relu2, fixed random weights
     (seed 0). Input ``(N, 3, H, W)`` in [0, 1], mapped to [-1, 1]; ``relu2`` is ``(N, 32, ⌈H/2⌉, ⌈W/2⌉)``."""
@@ -96,6 +130,8 @@ def deep_first(layers: Sequence[str], channels: Mapping[str, int], progress: flo
 @hookimpl
 def nst_register_loss_terms(register):
     register("mean-color", MeanColorLoss, description="pulls the mean colour toward the style's (example plug-in)")
+    register("channel-mean", ChannelMeanLoss,
+             description="style loss: match each style layer's mean channel activations (example plug-in)")
 
 
 @hookimpl
