@@ -138,7 +138,7 @@ class LossTerm:
       finds the multiplier at which the term moves the photo as far from itself (content
       distance relative to the painting's, by the shared evaluator) as ``gram`` does at weight
       1. The built-ins declare: mean-std 300, wasserstein 70, histogram 230,
-      mrf 0.43 (benchmarks/results/strength_cpu.md).
+      mrf 0.17 (r-matched 0.43, lowered by eye; benchmarks/results/strength_cpu.md).
 
     :meth:`bind` computes whatever depends only on the targets (Gram matrices, statistics) and
     returns a :data:`BoundLoss` evaluated at every step. The loss must return a 0-d floating

@@ -127,15 +127,18 @@ def test_the_record_keeps_the_effective_weights(content_64, style_64, builtin_re
 STEPS = 12
 TOLERANCE = (0.5, 1.5)
 """r of every style loss relative to gram's at 64 px, 12 steps (measured: mean-std 0.71, wasserstein
-0.79, histogram 0.69, mrf 0.63 of gram's 0.56; without their declared scales mean-std, wasserstein
+0.79, histogram 0.69 of gram's 0.56; without their declared scales mean-std, wasserstein
 and histogram stay at r 0.00: the photo unchanged)."""
+MRF_TOLERANCE = (0.1, 0.5)
+"""mrf's r relative to gram's: its scale was lowered by eye below the r-matched 0.43 (which measured
+0.63 of gram's here but painted over the houses at 256 px), to 0.17: 0.19 of gram's here."""
 
 
 @pytest.mark.slow  # about 25 s on a busy 2-core CPU: five short runs at 64 px
 def test_every_style_loss_stylizes_about_as_much_as_gram_at_the_default_strength(content_64, style_64,
                                                                                    builtin_registries):
     """The content ratio r (benchmarks/bench_strength.py) of each built-in style loss at style
-    weight 1 is within TOLERANCE of gram's, and above the band's lower end."""
+    weight 1 is within TOLERANCE of gram's, and above the band's lower end (mrf: MRF_TOLERANCE)."""
     evaluator = Evaluator(content_64, style_64)
     reference = evaluator(resize(style_64, *content_64.shape[-2:])).content
     model = nst_core.load_model(registries=builtin_registries, device="cpu", precision="float32")
@@ -144,6 +147,8 @@ def test_every_style_loss_stylizes_about_as_much_as_gram_at_the_default_strength
         result = nst_core.stylize(content_64, style_64, config(steps=STEPS, style_loss=name), model=model,
                                   registries=builtin_registries)
         ratios[name] = content_ratio(evaluator, result.image, reference)
+    mrf = ratios.pop("mrf")
+    assert MRF_TOLERANCE[0] * ratios["gram"] <= mrf <= MRF_TOLERANCE[1] * ratios["gram"], (mrf, ratios)
     for r in ratios.values():
         assert TOLERANCE[0] * ratios["gram"] <= r <= TOLERANCE[1] * ratios["gram"], ratios
         assert r >= BAND[0], ratios
