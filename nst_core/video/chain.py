@@ -65,8 +65,9 @@ from nst_core.video.temporal import closest_first, temporal_guides
 from nst_core.video.warp import warp
 
 DEFAULT_TEMPORAL_WEIGHT = 50.0
-"""λ_t / J(first frame). Measured (benchmarks/results/video_cpu.md, 128 px, 6 frames): 50 gives
-0.17x the warping error of frame-by-frame at 0.91x its style loss; 500 gives 0.13x at 0.97x."""
+"""λ_t / J(first frame). Measured (benchmarks/results/video_cpu.md): at 256 px, 16 frames of a
+24 fps clip, 50 gives 0.13x the warping error of frame-by-frame at 0.95x its style loss, 500 gives
+0.09x at 1.05x (128 px, 6 frames: 0.17x at 0.91x and 0.13x at 0.97x)."""
 
 DEFAULT_NEXT_STEPS_FRACTION = 0.5
 """Frames after the first run ``round(fraction · first_steps)`` steps by default: the warped
