@@ -10,7 +10,8 @@ the_scream.jpg at 512 px (see ``nst list presets``):
 * ``painterly``: average pooling and equal style-layer weights, so the deep layers (relu4_1,
   relu5_1) count as much as relu1_1: larger, brush-like strokes while the scene stays readable.
   The MRF patch loss (``--style-loss mrf``) was the other candidate; its look swings from barely
-  visible (style weight 0.1) to the scene gone (1) on these images, too touchy for a preset.
+  visible to the scene gone within a factor of 10 of its weight (style weight 0.1 and 1 before its
+  declared ``weight_scale``, i.e. 0.6 and 6 today), too touchy for a preset.
 * ``gatys-2015``: the paper's settings (Gatys, Ecker & Bethge 2015, "A Neural Algorithm of
   Artistic Style"): average pooling, w_l = 1/5 on relu1_1 ... relu5_1, white-noise start, one
   scale, 500 L-BFGS steps.
