@@ -33,9 +33,9 @@ def test_the_guide_documents_every_hook_and_declared_attribute():
     for hook in hookspecs.__all__:
         assert f"`{hook}(register)`" in GUIDE, hook
     assert f"`{tuple(hookspecs.HOOK_API_VERSION)}`" in GUIDE
-    declared = {"role", "default_layers", "low_precision_features", "bind"}
+    declared = {"role", "default_layers", "low_precision_features", "weight_scale", "bind"}
     declared |= {"layer_names", "channels", "default_content_layers", "default_style_layers", "memory_profile",
-                 "supports_checkpoint", "checkpoint", "forward", "truncated"}
+                 "supports_checkpoint", "checkpoint", "weight_scales", "forward", "truncated"}
     assert declared >= {name for name in vars(LossTerm) if not name.startswith("_")}
     assert declared >= {name for name in vars(Backbone) if not name.startswith("_")}
     for name in declared | set(Targets.__dataclass_fields__):
