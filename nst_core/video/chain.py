@@ -175,16 +175,26 @@ def _settings(info: VideoInfo, styles: Sequence[ImageSource], config: StyleConfi
     }
 
 
-def _load_chain_file(frames_dir: Path) -> dict | None:
-    path = frames_dir / CHAIN_FILE
+def load_settings_file(path: Path, file_format: str, kind: str, settings: dict) -> dict | None:
+    """The saved JSON of a frames folder's settings file (``chain.json``, ``chunks.json``), or None
+    when there is none; a file that cannot be read, of another ``file_format`` or whose
+    ``"settings"`` differ from ``settings`` is a one-line :class:`ResumeError` (``kind`` names
+    the file in it)."""
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ResumeError(f"{path}: cannot be read ({exc}); delete it (and the frames) to start again") from None
-    if not isinstance(data, dict) or data.get("format") != CHAIN_FORMAT:
-        raise ResumeError(f"{path}: is not an nst video chain file; choose another frames folder")
+    if not isinstance(data, dict) or data.get("format") != file_format:
+        raise ResumeError(f"{path}: is not an nst video {kind} file; choose another frames folder")
+    saved = data.get("settings")
+    if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
+        saved["config"].pop("device", None)  # a folder from before the device was dropped
+    diff = _differences(saved, json.loads(json.dumps(settings)))
+    if diff:
+        raise ResumeError(f"{path.parent}: its frames were made with other settings: {'; '.join(diff[:3])}; "
+                          f"use the same settings, another frames folder, or delete it to start again")
     return data
 
 
@@ -203,14 +213,7 @@ class _ChainFile:
 
     def __init__(self, frames_dir: Path, settings: dict) -> None:
         self.path = frames_dir / CHAIN_FILE
-        saved = _load_chain_file(frames_dir)
-        if saved is not None:
-            if isinstance(saved.get("settings"), dict) and isinstance(saved["settings"].get("config"), dict):
-                saved["settings"]["config"].pop("device", None)  # a folder from before the device was dropped
-            diff = _differences(saved.get("settings"), json.loads(json.dumps(settings)))
-            if diff:
-                raise ResumeError(f"{frames_dir}: its frames were made with other settings: {'; '.join(diff[:3])}; "
-                                  f"use the same settings, another frames folder, or delete it to start again")
+        saved = load_settings_file(self.path, CHAIN_FORMAT, "chain", settings)
         self.data = saved or {"format": CHAIN_FORMAT, "settings": settings, "reference": {}}
 
     def reference(self, index: int) -> float | None:

@@ -61,13 +61,13 @@ from torch import Tensor
 
 from nst_core.batch.items import EncodedImage, ItemEvent, ItemResult, one_line
 from nst_core.config import StyleConfig
-from nst_core.errors import ConfigError, NSTError, ResumeError
+from nst_core.errors import ConfigError, NSTError
 from nst_core.image import ImageSource, image_encoder, read_image, resize, save_bytes, save_text
 from nst_core.registry import Registries, collect_registries
 from nst_core.video.chain import (CHAIN_FILE, CHUNKS_FILE, DEFAULT_SCENE_CUT, DEFAULT_TEMPORAL_WEIGHT,
-                                  ChainOptions, Chunk, _check_disk, _check_output, _differences,
+                                  ChainOptions, Chunk, _check_disk, _check_output,
                                   _prepare_frames_dir, _settings, detect_scene_cuts, frame_path, iter_assembled,
-                                  plan_chunks, stylize_video, working_size)
+                                  load_settings_file, plan_chunks, stylize_video, working_size)
 from nst_core.video.consistency import DEFAULT_DILATION
 from nst_core.video.flow import DEFAULT_FLOW, get_flow_estimator
 from nst_core.video.io import VideoInfo, VideoReader, open_video, write_video
@@ -279,20 +279,7 @@ class _PlanFile:
     def __init__(self, frames_dir: Path, settings: dict) -> None:
         self.path = frames_dir / CHUNKS_FILE
         self.settings = json.loads(json.dumps(settings))
-        self.saved: dict | None = None
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ResumeError(f"{self.path}: cannot be read ({one_line(exc)}); delete the folder to start "
-                                  f"again") from None
-            if not isinstance(data, dict) or data.get("format") != CHUNKS_FORMAT:
-                raise ResumeError(f"{self.path}: is not an nst video chunks file; choose another frames folder")
-            diff = _differences(data.get("settings"), self.settings)
-            if diff:
-                raise ResumeError(f"{frames_dir}: its frames were made with other settings: {'; '.join(diff[:3])}; "
-                                  f"use the same settings, another frames folder, or delete it to start again")
-            self.saved = data
+        self.saved = load_settings_file(self.path, CHUNKS_FORMAT, "chunks", self.settings)
 
     def plan(self) -> tuple[list[int], list[Chunk]] | None:
         if self.saved is None:
